@@ -1,0 +1,1 @@
+"""Distillation losses: `loss(teacher_outputs, student_outputs)`."""

@@ -1,0 +1,28 @@
+"""kdtf: knowledge distillation for Keras 3 and TensorFlow."""
+import setuptools
+
+setuptools.setup(
+    name="kdtf",
+    version="0.1.0",
+    description="Knowledge distillation for Keras 3 and TensorFlow: KD, DIST, "
+    "extracurricular learning, SSKD, and export to TFLite.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["kdtf", "kdtf.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow==2.21.*",
+        "keras>=3.15",
+        "tensorflow-probability>=0.25",
+        "tf-keras",
+        "tensorflow-datasets",
+        "absl-py",
+        "mnist1d",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist", "mlxtend", "ai-edge-litert", "matplotlib"],
+        "mobile": ["ai-edge-litert"],
+        "plots": ["matplotlib"],
+    },
+)
