@@ -1,0 +1,63 @@
+"""The `Distiller`'s train and test steps on the TensorFlow backend."""
+import keras
+import tensorflow as tf
+
+
+def train_step(model, data):
+    """One distillation step: teacher once (inference), student once.
+
+    The teacher runs outside the gradient tape, so none of its activations are
+    kept for the backward pass. When the total loss is not finite the update is
+    skipped (gradients zeroed) and `kdtf.callbacks.NonFiniteGuard` stops
+    training with an error.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x_all, num_real = model.synthesize(x)
+    teacher_outputs = tf.nest.map_structure(
+        tf.stop_gradient, model.teacher(x_all, training=False)
+    )
+    with tf.GradientTape() as tape:
+        student_outputs = model.student(x_all, training=True)
+        total, terms, y_pred = model.compute_distillation_loss(
+            y, teacher_outputs, student_outputs, num_real, sample_weight
+        )
+        scaled = model.optimizer.scale_loss(total)
+    variables = model.trainable_variables
+    gradients = tape.gradient(scaled, variables)
+    finite = tf.math.is_finite(total)
+    gradients = [_zero_unless(finite, g) for g in gradients]
+    model.optimizer.apply(gradients, variables)
+    model.update_loss_trackers(total, terms, tf.shape(x)[0])
+    return _metrics(model, x, y, y_pred, sample_weight)
+
+
+def test_step(model, data):
+    """Evaluates the student: task loss, metrics and distance to the teacher."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    student_outputs = model.student(x, training=False)
+    teacher_outputs = model.teacher(x, training=False)
+    _, terms, y_pred = model.compute_distillation_loss(
+        y, teacher_outputs, student_outputs, None, sample_weight
+    )
+    # In evaluation `loss` is the student's own task loss, comparable with a
+    # student trained without a teacher.
+    model.update_loss_trackers(terms["student_loss"], terms, tf.shape(x)[0])
+    return _metrics(model, x, y, y_pred, sample_weight)
+
+
+def _metrics(model, x, y, y_pred, sample_weight):
+    if y is None:
+        return model.get_metrics_result()
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _zero_unless(finite, gradient):
+    if gradient is None:
+        return None
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(
+            tf.where(finite, gradient.values, tf.zeros_like(gradient.values)),
+            gradient.indices,
+            gradient.dense_shape,
+        )
+    return tf.where(finite, gradient, tf.zeros_like(gradient))

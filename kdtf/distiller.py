@@ -1,0 +1,409 @@
+"""The `Distiller`: a `keras.Model` that trains a student from a teacher."""
+import keras
+from keras import ops
+
+from kdtf import losses as losses_lib
+from kdtf.backend import get_step_functions
+
+
+@keras.saving.register_keras_serializable(package="kdtf")
+class Distiller(keras.Model):
+    """Trains a student to match a frozen teacher, with `compile`/`fit`.
+
+    A drop-in for `keras.distillation.Distiller` (same argument names and loss
+    weighting), with correct logit losses computed in float32, synthetic
+    ("extracurricular") inputs, and a train step that runs the teacher once,
+    in inference mode and outside the gradient tape, and the student once.
+
+    The objective for a batch `(x, y)` with synthetic inputs `x~` is
+
+        w * task(y, S(x)) + (1 - w) * (sum_i w_i * D_i(T(x), S(x))
+                                        + w_syn * sum_i w_i * D_i(T(x~), S(x~)))
+
+    with `w = student_loss_weight`, `w_i = distillation_loss_weights[i]`,
+    `w_syn = synthetic_loss_weight`, `task` the loss given to `compile()` and
+    `D_i` the distillation losses, called as `D_i(teacher_out, student_out)`.
+    Synthetic inputs carry no labels: only the distillation terms see them.
+
+    `fit()` logs `loss` (the total), `student_loss`, `distillation_loss` and,
+    with a sampler, `synthetic_loss`, followed by the compiled metrics of the
+    student on the real inputs. `evaluate()` reports the student: its task
+    loss as `loss`, its compiled metrics, and `distillation_loss` to the
+    teacher.
+
+    Args:
+        teacher: a trained `keras.Model`. It is frozen (`trainable = False`),
+            always called with `training=False`, and never updated: its weights
+            and BatchNorm statistics stay bit-identical.
+        student: the `keras.Model` to train. Its outputs must have the shape
+            of the teacher's.
+        distillation_losses: a loss or list of losses called as
+            `loss(teacher_outputs, student_outputs)`, e.g. `kdtf.losses.KD()`
+            or `kdtf.losses.DIST()`, or their names. Defaults to
+            `kdtf.losses.KD(temperature=4.0)`.
+        distillation_loss_weights: one weight per distillation loss. Defaults
+            to 1.0 each.
+        student_loss_weight: weight `w` in [0, 1] of the task loss; the
+            distillation terms get `1 - w`. Defaults to 0.5.
+        sampler: optional `kdtf.samplers.Sampler` that draws synthetic inputs
+            from each real batch inside the train step.
+        synthetic_loss_weight: weight of the distillation loss on synthetic
+            inputs, relative to the one on real inputs. Defaults to 1.0.
+        synthetic_ratio: synthetic examples per real example in each step.
+            Defaults to 1.0 (a synthetic batch as large as the real one).
+        seed: seed of the random stream used by the sampler.
+        name: name of the model.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+
+    ```python
+    distiller = kdtf.Distiller(
+        teacher=teacher, student=student,
+        distillation_losses=kdtf.losses.DIST(temperature=4.0),
+        student_loss_weight=0.5)
+    distiller.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"])
+    distiller.fit(train_ds, validation_data=val_ds, epochs=10)
+    student = distiller.student
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        distillation_losses=None,
+        distillation_loss_weights=None,
+        student_loss_weight=0.5,
+        sampler=None,
+        synthetic_loss_weight=1.0,
+        synthetic_ratio=1.0,
+        seed=None,
+        name="distiller",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        _check_model("teacher", teacher)
+        _check_model("student", student)
+        _check_compatible(teacher, student)
+        self.teacher = teacher
+        self.student = student
+        self.teacher.trainable = False
+
+        self.student_loss_weight = _check_weight(
+            "student_loss_weight", student_loss_weight, upper=1.0
+        )
+        if distillation_losses is None:
+            distillation_losses = [losses_lib.KD(temperature=4.0)]
+        elif not isinstance(distillation_losses, (list, tuple)):
+            distillation_losses = [distillation_losses]
+        if not distillation_losses:
+            raise ValueError("`distillation_losses` must not be empty.")
+        self.distillation_losses = [
+            losses_lib.get(loss) for loss in distillation_losses
+        ]
+        if distillation_loss_weights is None:
+            distillation_loss_weights = [1.0] * len(self.distillation_losses)
+        elif not isinstance(distillation_loss_weights, (list, tuple)):
+            distillation_loss_weights = [distillation_loss_weights]
+        if len(distillation_loss_weights) != len(self.distillation_losses):
+            raise ValueError(
+                "`distillation_loss_weights` needs one weight per distillation "
+                f"loss: got {len(distillation_loss_weights)} weights for "
+                f"{len(self.distillation_losses)} losses."
+            )
+        self.distillation_loss_weights = [
+            _check_weight("distillation_loss_weights", w)
+            for w in distillation_loss_weights
+        ]
+
+        self.sampler = sampler
+        self.synthetic_loss_weight = _check_weight(
+            "synthetic_loss_weight", synthetic_loss_weight
+        )
+        self.synthetic_ratio = _check_weight("synthetic_ratio", synthetic_ratio)
+        if sampler is not None:
+            if not callable(sampler):
+                raise TypeError(
+                    "`sampler` must be a kdtf.samplers.Sampler (a callable "
+                    f"`sampler(x_real, seed=...)`); got {type(sampler).__name__}."
+                )
+            input_shape = _input_shape(student)
+            if input_shape is not None and hasattr(sampler, "validate"):
+                sampler.validate(input_shape)
+        self.seed = seed
+        self._seed_generator = keras.random.SeedGenerator(seed)
+
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(
+            name="distillation_loss"
+        )
+        self.synthetic_loss_tracker = (
+            keras.metrics.Mean(name="synthetic_loss") if sampler else None
+        )
+        self._train_step_fn, self._test_step_fn = get_step_functions()
+
+    # ----------------------------------------------------------------- model
+    def call(self, inputs, training=None):
+        """Runs the student: `distiller(x)` is `distiller.student(x)`."""
+        return self.student(inputs, training=training)
+
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        """Configures training; `loss` is the student's task loss.
+
+        Args:
+            optimizer: optimizer of the student (and of trainable parts of the
+                distillation losses, such as feature adapters).
+            loss: the student's supervised loss on labelled data, e.g.
+                `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`.
+                Required unless `student_loss_weight == 0`.
+            metrics: metrics of the student's predictions on real inputs.
+            **kwargs: passed to `keras.Model.compile` (`steps_per_execution`,
+                `jit_compile`, ...).
+        """
+        if loss is None and self.student_loss_weight > 0:
+            raise ValueError(
+                "`loss` (the student's task loss) is required by compile() "
+                f"when student_loss_weight={self.student_loss_weight} > 0; pass "
+                "e.g. keras.losses.SparseCategoricalCrossentropy("
+                "from_logits=True), or set student_loss_weight=0 to distil "
+                "without labels."
+            )
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    @property
+    def metrics(self):
+        trackers = [self.student_loss_tracker, self.distillation_loss_tracker]
+        if self.synthetic_loss_tracker is not None:
+            trackers.append(self.synthetic_loss_tracker)
+        base = [m for m in super().metrics if m not in trackers]
+        # Order in the progress bar: loss, its terms, then compiled metrics.
+        return base[:1] + trackers + base[1:]
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`, stopping with an error on a non-finite loss.
+
+        A `kdtf.callbacks.NonFiniteGuard` is put first among the callbacks
+        (unless one is given) so that training stops at the first step whose
+        loss is NaN or Inf, before any later callback (such as a checkpoint)
+        sees the damaged state. The update of that step is skipped.
+        """
+        from kdtf.callbacks import NonFiniteGuard
+
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, NonFiniteGuard) for c in callbacks):
+            callbacks.insert(0, NonFiniteGuard())
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def train_step(self, *args, **kwargs):
+        return self._train_step_fn(self, *args, **kwargs)
+
+    def test_step(self, *args, **kwargs):
+        return self._test_step_fn(self, *args, **kwargs)
+
+    # ------------------------------------------------------ shared loss math
+    def synthesize(self, x):
+        """Returns `x` concatenated with synthetic inputs, and the real count.
+
+        Args:
+            x: the real input batch.
+
+        Returns:
+            `(x_all, num_real)`; without a sampler, `(x, None)`.
+        """
+        if self.sampler is None or self.synthetic_ratio == 0:
+            return x, None
+        num_real = ops.shape(x)[0]
+        num_synthetic = _num_synthetic(x, self.synthetic_ratio)
+        x_syn = self.sampler(
+            x, seed=self._seed_generator, num_samples=num_synthetic
+        )
+        x_syn = ops.stop_gradient(ops.cast(x_syn, x.dtype))
+        return ops.concatenate([x, x_syn], axis=0), num_real
+
+    def compute_distillation_loss(
+        self, y, teacher_outputs, student_outputs, num_real, sample_weight=None
+    ):
+        """The objective of one step, shared by every backend's train step.
+
+        Args:
+            y: labels of the real inputs (or None when distilling unlabelled).
+            teacher_outputs: teacher outputs on real (then synthetic) inputs.
+            student_outputs: student outputs on the same inputs.
+            num_real: how many leading rows are real inputs, the rest being
+                synthetic; None when all rows are real.
+            sample_weight: optional weights of the real inputs.
+
+        Returns:
+            `(total_loss, terms, student_real_outputs)` where the losses are
+            scaled for `tf.distribute` as Keras losses are, and `terms` maps
+            `student_loss`, `distillation_loss` (and `synthetic_loss`) to
+            their values.
+        """
+        has_synthetic = num_real is not None
+        if has_synthetic:
+            t_real, t_syn = teacher_outputs[:num_real], teacher_outputs[num_real:]
+            s_real, s_syn = student_outputs[:num_real], student_outputs[num_real:]
+        else:
+            t_real, s_real = teacher_outputs, student_outputs
+        terms = {}
+        zero = ops.zeros((), dtype="float32")
+        student_loss = zero
+        if self.student_loss_weight > 0 and y is not None:
+            student_loss = ops.cast(
+                self._compile_loss(y, s_real, sample_weight), "float32"
+            )
+        for loss in self.student.losses:  # regularisation
+            student_loss = student_loss + _scale_for_replicas(
+                ops.cast(ops.sum(loss), "float32")
+            )
+        terms["student_loss"] = student_loss
+        terms["distillation_loss"] = self._weighted_distillation(
+            t_real, s_real, sample_weight
+        )
+        total = (
+            self.student_loss_weight * student_loss
+            + (1.0 - self.student_loss_weight) * terms["distillation_loss"]
+        )
+        if has_synthetic:
+            terms["synthetic_loss"] = self._weighted_distillation(t_syn, s_syn)
+            total = total + (
+                (1.0 - self.student_loss_weight)
+                * self.synthetic_loss_weight
+                * terms["synthetic_loss"]
+            )
+        return total, terms, s_real
+
+    def _weighted_distillation(self, teacher_outputs, student_outputs, sample_weight=None):
+        total = ops.zeros((), dtype="float32")
+        for loss, weight in zip(
+            self.distillation_losses, self.distillation_loss_weights
+        ):
+            value = loss(teacher_outputs, student_outputs, sample_weight=sample_weight)
+            total = total + weight * ops.cast(value, "float32")
+        return total
+
+    def update_loss_trackers(self, total, terms, batch_size):
+        """Updates the logged means with unscaled (per-example) values."""
+        self._loss_tracker.update_state(
+            _unscale_for_replicas(total), sample_weight=batch_size
+        )
+        self.student_loss_tracker.update_state(
+            _unscale_for_replicas(terms["student_loss"]), sample_weight=batch_size
+        )
+        self.distillation_loss_tracker.update_state(
+            _unscale_for_replicas(terms["distillation_loss"]),
+            sample_weight=batch_size,
+        )
+        if "synthetic_loss" in terms and self.synthetic_loss_tracker is not None:
+            self.synthetic_loss_tracker.update_state(
+                _unscale_for_replicas(terms["synthetic_loss"]),
+                sample_weight=batch_size,
+            )
+
+    # ---------------------------------------------------------- serialising
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        return {
+            "name": self.name,
+            "teacher": serialize(self.teacher),
+            "student": serialize(self.student),
+            "distillation_losses": [serialize(l) for l in self.distillation_losses],
+            "distillation_loss_weights": list(self.distillation_loss_weights),
+            "student_loss_weight": self.student_loss_weight,
+            "sampler": serialize(self.sampler) if self.sampler is not None else None,
+            "synthetic_loss_weight": self.synthetic_loss_weight,
+            "synthetic_ratio": self.synthetic_ratio,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        deserialize = keras.saving.deserialize_keras_object
+        config["teacher"] = deserialize(config["teacher"])
+        config["student"] = deserialize(config["student"])
+        config["distillation_losses"] = [
+            deserialize(l) for l in config["distillation_losses"]
+        ]
+        if config.get("sampler") is not None:
+            config["sampler"] = deserialize(config["sampler"])
+        return cls(**config)
+
+
+def _num_synthetic(x, ratio):
+    static = x.shape[0]
+    if static is not None:
+        return max(1, int(round(static * ratio)))
+    return ops.maximum(
+        1, ops.cast(ops.round(ops.cast(ops.shape(x)[0], "float32") * ratio), "int32")
+    )
+
+
+def _scale_for_replicas(value):
+    from keras.src.losses import loss as keras_loss
+
+    return keras_loss.scale_loss_for_distribution(value)
+
+
+def _unscale_for_replicas(value):
+    from keras.src.losses import loss as keras_loss
+
+    return keras_loss.unscale_loss_for_distribution(value)
+
+
+def _check_model(arg, model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`{arg}` must be a keras.Model; got {type(model).__name__}."
+        )
+
+
+def _input_shape(model):
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs or len(inputs) != 1:
+        return None
+    return tuple(inputs[0].shape[1:])
+
+
+def _check_compatible(teacher, student):
+    """Static shape checks that keras.distillation also makes, with clearer errors."""
+    for kind in ("inputs", "outputs"):
+        try:
+            t, s = getattr(teacher, kind), getattr(student, kind)
+        except (AttributeError, ValueError):
+            continue
+        if not t or not s:
+            continue
+        if len(t) != len(s):
+            raise ValueError(
+                f"teacher and student must have the same number of {kind}: "
+                f"teacher has {len(t)}, student has {len(s)}."
+            )
+        for a, b in zip(t, s):
+            ta, sb = tuple(a.shape[1:]), tuple(b.shape[1:])
+            if len(ta) != len(sb) or any(
+                p is not None and q is not None and p != q for p, q in zip(ta, sb)
+            ):
+                what = "outputs (classes)" if kind == "outputs" else "inputs"
+                raise ValueError(
+                    f"teacher and student have incompatible {what}: teacher "
+                    f"{kind[:-1]} shape {ta}, student {kind[:-1]} shape {sb} "
+                    "(batch dimension left out). A student distilled from this "
+                    f"teacher must take and return tensors of the same shapes."
+                )
+
+
+def _check_weight(arg, value, upper=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{arg}` must be a number; got {value!r}.")
+    if value < 0 or (upper is not None and value > upper):
+        bound = f"in [0, {upper}]" if upper is not None else ">= 0"
+        raise ValueError(f"`{arg}` must be {bound}; got {value}.")
+    return float(value)

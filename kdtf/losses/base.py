@@ -1,0 +1,67 @@
+"""Shared machinery for distillation losses."""
+import keras
+from keras import ops
+
+
+class DistillationLoss(keras.losses.Loss):
+    """Base class for losses called as `loss(teacher_outputs, student_outputs)`.
+
+    Subclasses implement `call(teacher_outputs, student_outputs)` and return one
+    value per example (shape `[B]`); reduction, sample weights and the scaling of
+    the loss under `tf.distribute` are handled by `keras.losses.Loss`. Both
+    arguments are cast to float32 before `call`, so the loss is computed in
+    float32 even when the models run in mixed precision.
+
+    Args:
+        name: name of the loss.
+        reduction: a `keras.losses.Loss` reduction. Defaults to
+            `"sum_over_batch_size"`: the mean over the batch.
+    """
+
+    def __init__(self, name=None, reduction="sum_over_batch_size"):
+        super().__init__(name=name, reduction=reduction, dtype="float32")
+
+    def __call__(self, teacher_outputs, student_outputs, sample_weight=None):
+        teacher_outputs = _as_float32(teacher_outputs)
+        student_outputs = _as_float32(student_outputs)
+        check_same_shape(teacher_outputs, student_outputs, type(self).__name__)
+        return super().__call__(
+            teacher_outputs, student_outputs, sample_weight=sample_weight
+        )
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction}
+
+
+def _as_float32(x):
+    return keras.tree.map_structure(
+        lambda t: ops.cast(t, "float32"), x
+    )
+
+
+def check_same_shape(teacher_outputs, student_outputs, loss_name):
+    """Raises a ValueError when static teacher and student shapes disagree."""
+    t_shape = tuple(teacher_outputs.shape)
+    s_shape = tuple(student_outputs.shape)
+    if len(t_shape) != len(s_shape) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(t_shape, s_shape)
+    ):
+        raise ValueError(
+            f"{loss_name}: teacher_outputs and student_outputs must have the "
+            f"same shape; got teacher_outputs {t_shape} and student_outputs "
+            f"{s_shape}. Distilling logits needs a student with as many "
+            "outputs (classes) as the teacher."
+        )
+
+
+def check_temperature(temperature):
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(
+            f"`temperature` must be a positive number; got {temperature!r}."
+        )
+    if not temperature > 0:
+        raise ValueError(
+            f"`temperature` must be > 0; got temperature={temperature}."
+        )
+    return float(temperature)

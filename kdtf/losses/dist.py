@@ -1,0 +1,102 @@
+"""DIST: knowledge distillation from a stronger teacher (Huang et al., 2022)."""
+import keras
+from keras import ops
+
+from kdtf.losses.base import DistillationLoss, check_temperature
+
+_EPS = 1e-8
+
+
+def _rowwise_pearson(a, b):
+    """Pearson correlation of each row of `a` with the same row of `b`."""
+    a = a - ops.mean(a, axis=-1, keepdims=True)
+    b = b - ops.mean(b, axis=-1, keepdims=True)
+    num = ops.sum(a * b, axis=-1)
+    den = ops.sqrt(ops.sum(a * a, axis=-1)) * ops.sqrt(ops.sum(b * b, axis=-1))
+    return num / (den + _EPS)
+
+
+@keras.saving.register_keras_serializable(package="kdtf")
+class DIST(DistillationLoss):
+    """DIST: match inter- and intra-class relations by Pearson correlation.
+
+    With `Y = softmax(z / tau)` for teacher and student (`[B, C]`):
+    `tau^2 * (beta * (1 - mean_n rho(Y_S[n], Y_T[n])) +
+    gamma * (1 - mean_c rho(Y_S[:, c], Y_T[:, c])))`, where `rho` is the
+    Pearson correlation with `1e-8` added to the product of the norms.
+    Dense outputs `[B, ..., C]` are flattened to `[B * ..., C]`.
+
+    The intra-class term correlates each class column over the batch, so it
+    needs at least 2 examples; under `tf.distribute` it is computed over each
+    replica's own batch, as the reference implementation does.
+
+    Args:
+        temperature: softening temperature `tau > 0`. Defaults to 1.0
+            (ImageNet setting; the paper uses 4.0 on CIFAR-100).
+        beta: weight of the inter-class (per-example) term. Defaults to 1.0.
+        gamma: weight of the intra-class (per-class) term. Defaults to 1.0.
+        name: name of the loss. Defaults to `"dist"`.
+        reduction: `keras.losses.Loss` reduction. The per-example value is
+            `tau^2 * (beta * (1 - rho_n) + gamma * L_intra)`, so the mean
+            over the batch equals the formula above; sample weights weight the
+            inter-class term of each example.
+
+    Returns:
+        Called as `loss(teacher_logits, student_logits)`, a scalar.
+
+    Example:
+    >>> loss = kdtf.losses.DIST(temperature=4.0)
+    >>> loss(teacher_logits, student_logits)
+    """
+
+    def __init__(
+        self,
+        temperature=1.0,
+        beta=1.0,
+        gamma=1.0,
+        name="dist",
+        reduction="sum_over_batch_size",
+    ):
+        super().__init__(name=name, reduction=reduction)
+        self.temperature = check_temperature(temperature)
+        for arg, value in (("beta", beta), ("gamma", gamma)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"`{arg}` must be a number >= 0; got {value!r}.")
+        self.beta = float(beta)
+        self.gamma = float(gamma)
+
+    def call(self, teacher_outputs, student_outputs):
+        num_classes = teacher_outputs.shape[-1]
+        batch = teacher_outputs.shape[0]
+        if batch is not None and len(teacher_outputs.shape) == 2 and batch < 2:
+            raise ValueError(
+                "DIST's intra-class term correlates each class over the batch "
+                f"and needs a batch of at least 2 examples; got a batch of "
+                f"{batch}. Use a larger batch_size (or gamma=0 to drop the "
+                "intra-class term)."
+            )
+        z_t = ops.reshape(teacher_outputs, (-1, num_classes))
+        z_s = ops.reshape(student_outputs, (-1, num_classes))
+        tau = self.temperature
+        y_t = ops.softmax(z_t / tau, axis=-1)
+        y_s = ops.softmax(z_s / tau, axis=-1)
+        inter = 1.0 - _rowwise_pearson(y_s, y_t)
+        intra = 1.0 - ops.mean(
+            _rowwise_pearson(ops.transpose(y_s), ops.transpose(y_t))
+        )
+        per_row = (tau * tau) * (self.beta * inter + self.gamma * intra)
+        # One value per example: average the rows that belong to it.
+        per_example_shape = ops.shape(teacher_outputs)[:-1]
+        per_row = ops.reshape(per_row, per_example_shape)
+        extra_axes = tuple(range(1, len(teacher_outputs.shape) - 1))
+        if extra_axes:
+            per_row = ops.mean(per_row, axis=extra_axes)
+        return per_row
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "temperature": self.temperature,
+            "beta": self.beta,
+            "gamma": self.gamma,
+        }
