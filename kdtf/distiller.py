@@ -145,6 +145,15 @@ class Distiller(keras.Model):
             keras.metrics.Mean(name="synthetic_loss") if sampler else None
         )
         self._train_step_fn, self._test_step_fn = get_step_functions()
+        if teacher.built and student.built:
+            self.built = True
+
+    def build(self, input_shape):
+        """Builds the teacher and student for `input_shape` if needed."""
+        for model in (self.teacher, self.student):
+            if not model.built:
+                model.build(input_shape)
+        self.built = True
 
     # ----------------------------------------------------------------- model
     def call(self, inputs, training=None):
@@ -173,6 +182,13 @@ class Distiller(keras.Model):
                 "without labels."
             )
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        """Re-compiles a loaded `.keras` file with its saved compile args."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     @property
     def metrics(self):

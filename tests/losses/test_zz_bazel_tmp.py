@@ -1,0 +1,3 @@
+import kdtf
+def test_import():
+    assert ".runfiles" in kdtf.__file__, kdtf.__file__
