@@ -1,0 +1,338 @@
+"""End-to-end runs behind the apps: train a teacher, distil, evaluate, export.
+
+The apps in `apps/` only parse and validate flags; everything they do lives
+here, so the same runs are available from Python:
+
+```python
+import kdtf
+cfg = kdtf.experiment.RunConfig(method="dist", epochs=30)
+result = kdtf.experiment.run(cfg)
+print(result["students"]["dist"]["accuracy"])
+```
+"""
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+from kdtf import data as data_lib
+from kdtf import losses as losses_lib
+from kdtf import metrics as metrics_lib
+from kdtf import models as models_lib
+from kdtf.distiller import Distiller
+
+# Methods that `distill` knows; "none" trains the student on labels only (ERM).
+METHODS = ("none", "kd", "dist")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Settings of one distillation run (the flags of `apps/distill.py`).
+
+    Attributes:
+        method: one of `METHODS`.
+        dataset: a `kdtf.data.load` name.
+        teacher: a `kdtf.models` name (trained here, or reused from
+            `workdir`) or a path to a trained `.keras` teacher.
+        student: a `kdtf.models` name.
+        epochs: student training epochs.
+        teacher_epochs: epochs when the teacher has to be trained.
+        batch_size: global batch size.
+        learning_rate: peak Adam learning rate (cosine decay to 0).
+        weight_decay: AdamW weight decay (0 for plain Adam).
+        temperature: distillation temperature.
+        student_loss_weight: weight of the task loss; distillation gets 1 - w.
+        label_fraction: share of training labels used (stratified), in (0, 1].
+        seed: seed of initialisation, data order and sampling.
+        workdir: where teachers, checkpoints, TensorBoard logs and results go.
+        compare_erm: also train an ERM student (method "none") to compare.
+        export: path of a TFLite file to export the distilled student to, or
+            "" for none.
+        quantization: TFLite quantization (None, "dynamic", "float16", "int8").
+        verbose: Keras progress (0 silent, 1 bar, 2 a line per epoch).
+    """
+
+    method: str = "kd"
+    dataset: str = "mnist1d"
+    teacher: str = "mnist1d_cnn"
+    student: str = "mnist1d_mlp"
+    epochs: int = 60
+    teacher_epochs: int = 60
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    temperature: float = 4.0
+    student_loss_weight: float = 0.5
+    label_fraction: float = 1.0
+    seed: int = 0
+    workdir: str = "runs"
+    compare_erm: bool = True
+    export: str = ""
+    quantization: str = None
+    verbose: int = 2
+
+    def validate(self):
+        """Raises ValueError naming the first bad setting."""
+        _check_choice("method", self.method, METHODS)
+        _check_choice("dataset", self.dataset, data_lib.available(), prefixes=("tfds:", "npz:"))
+        if not os.path.exists(self.teacher):
+            if self.teacher.endswith(".keras"):
+                raise FileNotFoundError(f"teacher: no such file {self.teacher!r}.")
+            _check_choice("teacher", self.teacher, models_lib.available())
+        _check_choice("student", self.student, models_lib.available())
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.teacher_epochs < 0:
+            raise ValueError(f"teacher_epochs must be >= 0; got {self.teacher_epochs}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {self.temperature}.")
+        if not 0 <= self.student_loss_weight <= 1:
+            raise ValueError(
+                f"student_loss_weight must be in [0, 1]; got {self.student_loss_weight}."
+            )
+        if not 0 < self.label_fraction <= 1:
+            raise ValueError(f"label_fraction must be in (0, 1]; got {self.label_fraction}.")
+        return self
+
+
+def _check_choice(name, value, valid, prefixes=()):
+    if value in valid or any(str(value).startswith(p) for p in prefixes):
+        return
+    extra = f" or a name starting with {', '.join(prefixes)}" if prefixes else ""
+    raise ValueError(f"{name}: unknown value {value!r}; valid values: {', '.join(valid)}{extra}.")
+
+
+# --------------------------------------------------------------------- pieces
+def load_data(cfg):
+    """Returns `(full, labelled)`: all of `cfg.dataset`, and the student's view.
+
+    The teacher learns from `full`; students see `cfg.label_fraction` of the
+    training labels (a stratified subset; the other inputs are unused).
+    """
+    full = data_lib.load(cfg.dataset, seed=0)
+    if cfg.label_fraction < 1:
+        return full, full.label_budget(cfg.label_fraction, seed=cfg.seed)
+    return full, full
+
+
+def _optimizer(cfg, steps):
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps))
+    if cfg.weight_decay:
+        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+    return keras.optimizers.Adam(schedule)
+
+
+def _task_loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _callbacks(cfg, run_name):
+    run_dir = os.path.join(cfg.workdir, run_name)
+    return [
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq="epoch"),
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+    ]
+
+
+def _build_model(name, splits, seed):
+    keras.utils.set_random_seed(seed)
+    return models_lib.get(name, input_shape=splits.input_shape, num_classes=splits.num_classes)
+
+
+def _datasets(cfg, splits, seed):
+    train = data_lib.make_dataset(
+        splits.x_train, splits.y_train, batch_size=cfg.batch_size, shuffle=True, seed=seed
+    )
+    val = data_lib.make_dataset(splits.x_val, splits.y_val, batch_size=512)
+    return train, val
+
+
+def teacher_path(cfg):
+    """Where the teacher of `cfg` is cached (or `cfg.teacher` if it is a file)."""
+    if os.path.exists(cfg.teacher) or cfg.teacher.endswith(".keras"):
+        return cfg.teacher
+    name = f"{cfg.dataset.replace(':', '_').replace('/', '_')}_{cfg.teacher}_e{cfg.teacher_epochs}_s{cfg.seed}"
+    return os.path.join(cfg.workdir, "teachers", name + ".keras")
+
+
+def train_teacher(cfg, splits, path=None):
+    """Trains `cfg.teacher` on `splits` and saves it atomically to `path`."""
+    path = path or teacher_path(cfg)
+    teacher = _build_model(cfg.teacher, splits, cfg.seed)
+    train, val = _datasets(cfg, splits, cfg.seed)
+    teacher.compile(
+        optimizer=_optimizer(cfg, cfg.teacher_epochs * len(train)),
+        loss=_task_loss(),
+        metrics=["accuracy"],
+    )
+    _log(cfg, f"training teacher {cfg.teacher} on {cfg.dataset} for {cfg.teacher_epochs} epochs")
+    teacher.fit(
+        train, validation_data=val, epochs=cfg.teacher_epochs, verbose=cfg.verbose,
+        callbacks=_callbacks(cfg, f"teacher_{os.path.basename(path)[:-6]}"),
+    )
+    save_model_atomic(teacher, path)
+    return teacher
+
+
+def load_or_train_teacher(cfg, splits):
+    """Returns the teacher: loaded from its file, or trained and cached."""
+    path = teacher_path(cfg)
+    if os.path.exists(path):
+        _log(cfg, f"reusing teacher {path}")
+        return load_model(path, "teacher")
+    if os.path.exists(cfg.teacher) or cfg.teacher.endswith(".keras"):
+        raise FileNotFoundError(f"teacher: no such file {cfg.teacher!r}.")
+    return train_teacher(cfg, splits, path)
+
+
+def load_model(path, arg="model"):
+    """Loads a `.keras` file in safe mode, with errors that name `arg`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{arg}: no such file {path!r}.")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:  # corrupted, truncated or unsafe files
+        raise ValueError(f"{arg}: could not load {path!r} as a .keras model: {e}") from e
+
+
+def save_model_atomic(model, path, overwrite=True):
+    """Saves `model` to `path` so that a crash never leaves a partial file."""
+    from kdtf.export.atomic import atomic_path
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        model.save(tmp + ".keras")
+        os.replace(tmp + ".keras", tmp)
+
+
+def make_distiller(cfg, teacher, student, method):
+    """The `Distiller` of `method` with the settings of `cfg`."""
+    if method == "kd":
+        loss = losses_lib.KD(temperature=cfg.temperature)
+    elif method == "dist":
+        loss = losses_lib.DIST(temperature=cfg.temperature)
+    else:
+        raise ValueError(f"method: {method!r} is not a distillation method; valid: kd, dist.")
+    return Distiller(
+        teacher=teacher,
+        student=student,
+        distillation_losses=loss,
+        student_loss_weight=cfg.student_loss_weight,
+        seed=cfg.seed,
+    )
+
+
+def train_student(cfg, splits, teacher, method):
+    """Trains a fresh `cfg.student` with `method`; returns (student, history)."""
+    student = _build_model(cfg.student, splits, cfg.seed + 1)
+    train, val = _datasets(cfg, splits, cfg.seed)
+    if method == "none":
+        model = student
+    else:
+        model = make_distiller(cfg, teacher, student, method)
+    model.compile(
+        optimizer=_optimizer(cfg, cfg.epochs * len(train)),
+        loss=_task_loss(),
+        metrics=["accuracy"],
+    )
+    _log(cfg, f"training student {cfg.student} with method={method} for {cfg.epochs} epochs")
+    history = model.fit(
+        train, validation_data=val, epochs=cfg.epochs, verbose=cfg.verbose,
+        callbacks=_callbacks(cfg, f"student_{method}_{cfg.student}_s{cfg.seed}"),
+    )
+    return student, history.history
+
+
+def evaluate(model, splits, teacher=None, split="test"):
+    """Accuracy, ECE and (given a teacher) agreement and KL on a split."""
+    x, y = getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}")
+    logits = model.predict(x, batch_size=512, verbose=0)
+    out = {
+        "accuracy": float(metrics_lib.accuracy(y, logits)),
+        "ece": float(metrics_lib.expected_calibration_error(y, logits)),
+        "params": int(model.count_params()),
+    }
+    if teacher is not None:
+        t_logits = teacher.predict(x, batch_size=512, verbose=0)
+        out["agreement"] = float(metrics_lib.agreement(t_logits, logits))
+        out["kl_to_teacher"] = float(metrics_lib.kl_to_teacher(t_logits, logits))
+    return out
+
+
+def run(cfg):
+    """Teacher (trained or reused), ERM student, distilled student, export.
+
+    Returns:
+        A dict with the config, the teacher's and each student's test metrics,
+        the export report (if any) and the wall time; it is also written to
+        `<workdir>/results/<method>_<student>_s<seed>.json`.
+    """
+    cfg.validate()
+    start = time.time()
+    keras.utils.set_random_seed(cfg.seed)
+    full, splits = load_data(cfg)
+    teacher = load_or_train_teacher(cfg, full)
+    result = {"config": dataclasses.asdict(cfg), "teacher": evaluate(teacher, full), "students": {}}
+    methods = [cfg.method]
+    if cfg.compare_erm and cfg.method != "none":
+        methods.insert(0, "none")
+    trained = {}
+    for method in methods:
+        student, history = train_student(cfg, splits, teacher, method)
+        trained[method] = student
+        result["students"][method] = {
+            **evaluate(student, splits, teacher),
+            "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+        }
+    final = trained[cfg.method]
+    save_model_atomic(final, os.path.join(cfg.workdir, "students", f"{cfg.method}_{cfg.student}_s{cfg.seed}.keras"))
+    if cfg.export:
+        from kdtf import export as export_lib
+
+        report = export_lib.tflite(
+            final,
+            cfg.export,
+            quantization=cfg.quantization,
+            representative_data=splits.x_train[:100] if cfg.quantization == "int8" else None,
+            verify_data=splits.x_test,
+            verify_labels=splits.y_test,
+            overwrite=True,
+        )
+        result["export"] = report.to_dict()
+        result["export_summary"] = str(report)
+    result["seconds"] = time.time() - start
+    out = os.path.join(cfg.workdir, "results", f"{cfg.method}_{cfg.student}_s{cfg.seed}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(out + ".tmp", out)
+    result["results_file"] = out
+    return result
+
+
+def summary(result):
+    """A short human-readable table of a `run` result."""
+    lines = [f"{'model':<22}{'accuracy':>9}{'agree':>8}{'KL':>8}{'ECE':>7}{'params':>10}"]
+    t = result["teacher"]
+    lines.append(f"{'teacher':<22}{t['accuracy']:>9.4f}{'':>8}{'':>8}{t['ece']:>7.3f}{t['params']:>10,}")
+    names = {"none": "student (ERM)", "kd": "student (KD)", "dist": "student (DIST)"}
+    for method, s in result["students"].items():
+        lines.append(
+            f"{names.get(method, 'student (' + method + ')'):<22}{s['accuracy']:>9.4f}"
+            f"{s['agreement']:>8.3f}{s['kl_to_teacher']:>8.3f}{s['ece']:>7.3f}{s['params']:>10,}"
+        )
+    if "export_summary" in result:
+        lines.append(result["export_summary"])
+    return "\n".join(lines)
+
+
+def _log(cfg, message):
+    if cfg.verbose:
+        print(f"[kdtf] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,79 @@
+"""End-to-end tests of apps/distill.py, apps/train_teacher.py and apps/evaluate.py."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(app, *flags, check=True):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "apps", app), *flags],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{app} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_help_explains_every_flag():
+    out = _run("distill.py", "--help").stdout
+    for flag in ("method", "teacher", "student", "dataset", "epochs", "temperature", "seed",
+                 "student_loss_weight", "export", "quantization", "workdir"):
+        assert f"--{flag}" in out or f"--[no]{flag}" in out, flag
+
+
+def test_distill_end_to_end(tmp_path):
+    work = str(tmp_path)
+    tfl = os.path.join(work, "s.tflite")
+    common = ["--epochs=1", "--teacher_epochs=1", f"--workdir={work}", "--verbose=0"]
+    out = _run("distill.py", "--method=dist", f"--export={tfl}", *common).stdout
+    assert "student (ERM)" in out and "student (DIST)" in out and "teacher" in out
+    assert os.path.getsize(tfl) > 0
+    result_file = out.strip().splitlines()[-1].split("results: ")[1]
+    result = json.load(open(result_file))
+    assert set(result["students"]) == {"none", "dist"}
+    assert result["export"]["top1_agreement"] > 0.9
+    # The teacher is cached and reused by the next run.
+    teachers = os.listdir(os.path.join(work, "teachers"))
+    assert len(teachers) == 1
+    out2 = _run("distill.py", "--method=kd", "--nocompare_erm", "--export=", *common)
+    assert "reusing teacher" in out2.stderr
+    # evaluate.py on the saved student, with the teacher.
+    student = os.path.join(work, "students", "kd_mnist1d_mlp_s0.keras")
+    teacher = os.path.join(work, "teachers", teachers[0])
+    ev = _run("evaluate.py", f"--model={student}", f"--teacher={teacher}", "--json").stdout
+    metrics = json.loads(ev.strip().splitlines()[-1])
+    assert 0 <= metrics["accuracy"] <= 1 and "agreement" in metrics
+
+
+def test_train_teacher_app(tmp_path):
+    path = os.path.join(tmp_path, "t.keras")
+    out = _run("train_teacher.py", "--epochs=1", f"--output={path}", f"--workdir={tmp_path}",
+               "--verbose=0").stdout
+    assert "test accuracy" in out and os.path.exists(path)
+
+
+@pytest.mark.parametrize(
+    "app,flags,needle",
+    [
+        ("distill.py", ["--method=bogus"], "method"),
+        ("distill.py", ["--student=bogus", "--epochs=1"], "valid values"),
+        ("distill.py", ["--teacher=bogus", "--epochs=1"], "valid values"),
+        ("distill.py", ["--dataset=bogus", "--epochs=1"], "valid values"),
+        ("distill.py", ["--teacher=/nonexistent/t.keras"], "no such file"),
+        ("distill.py", ["--temperature=-1"], "temperature"),
+        ("evaluate.py", ["--model=/nonexistent.keras"], "no such file"),
+        ("train_teacher.py", ["--model=bogus"], "valid values"),
+    ],
+)
+def test_bad_flags_give_one_line_error(app, flags, needle, tmp_path):
+    proc = _run(app, *flags, f"--workdir={tmp_path}" if app != "evaluate.py" else "--split=test",
+                check=False)
+    assert proc.returncode in (1, 2)
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr
