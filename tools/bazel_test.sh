@@ -69,6 +69,15 @@ if ! "$python" -c 'import pytest' >/dev/null 2>&1; then
 fi
 say "python: $python"
 
+# --- test directories that Bazel would miss ------------------------------------
+for dir in $(find tests -name 'test_*.py' -not -path '*/__pycache__/*' -exec dirname {} \; | sort -u); do
+  if [ ! -f "$dir/BUILD" ]; then
+    say "WARNING: $dir has test files but no BUILD file: Bazel does not run them"
+  elif ! grep -q "\"//$dir:fast\"" BUILD; then
+    say "WARNING: //$dir:fast is not listed in //:fast_tests (top-level BUILD)"
+  fi
+done
+
 # --- bazel test --------------------------------------------------------------
 output_root="${KDTF_BAZEL_ROOT:-/tmp/kdtf-bazel-$(id -un)}"
 mkdir -p "$output_root"
