@@ -33,8 +33,10 @@ class Augment:
 
     Example:
 
-    >>> ds = make_dataset(x_images, y, batch_size=64, shuffle=True,
-    ...                   augment=Augment(random_crop_padding=4, flip=True))
+    ```python
+    ds = make_dataset(x_images, y, batch_size=64, shuffle=True,
+                      augment=Augment(random_crop_padding=4, flip=True))
+    ```
     """
 
     def __init__(self, random_crop_padding=4, flip=True, seed=0):
@@ -150,10 +152,12 @@ def make_dataset(
 
     Example:
 
-    >>> splits = kdtf.data.load("mnist1d")
-    >>> ds = make_dataset(splits.x_train, splits.y_train, batch_size=128,
-    ...                   shuffle=True, seed=0)
-    >>> model.fit(ds, epochs=10)
+    ```python
+    splits = kdtf.data.load("mnist1d")
+    ds = make_dataset(splits.x_train, splits.y_train, batch_size=128,
+                      shuffle=True, seed=0)
+    model.fit(ds, epochs=10)
+    ```
     """
     batch_size = _check_int(batch_size, "batch_size", 1)
     seed = _check_int(seed, "seed", 0)
