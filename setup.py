@@ -16,6 +16,7 @@ setuptools.setup(
         "tensorflow-probability>=0.25",
         "tf-keras",
         "tensorflow-datasets",
+        "importlib_resources",  # tensorflow-datasets imports it without declaring it
         "absl-py",
         "mnist1d",
         "numpy",
