@@ -1,0 +1,66 @@
+"""Run by test_mirrored.py in its own process: 2 logical CPUs must be set up
+before TensorFlow runs any op. Trains the same Distiller single-device and
+under MirroredStrategy and prints the largest weight difference as JSON."""
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import kdtf  # noqa: E402
+
+METHOD = sys.argv[1] if len(sys.argv) > 1 else "kd"
+
+
+def build():
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="tanh"),
+                                keras.layers.Dense(5)])
+    student = keras.Sequential([keras.Input((10,)), keras.layers.Dense(8, activation="tanh"),
+                                keras.layers.Dense(5)])
+    losses = {"kd": kdtf.losses.KD(2.0), "dist": kdtf.losses.DIST(2.0)}
+    sampler = None
+    if METHOD == "mixup":
+        from kdtf import samplers
+
+        sampler = samplers.Mixup(alpha=1.0, seed=3)
+    d = kdtf.Distiller(teacher, student, losses.get(METHOD, losses["kd"]), student_loss_weight=0.5,
+                       sampler=sampler, seed=1)
+    d.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    return d
+
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 10)).astype("float32")
+y = rng.integers(0, 5, size=64).astype("int32")
+
+
+def train(strategy):
+    with strategy.scope():
+        d = build()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    hist = d.fit(ds, epochs=2, verbose=0)
+    return [v.numpy() for v in d.student.weights], hist.history
+
+
+single_w, single_h = train(tf.distribute.get_strategy())
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert mirrored.num_replicas_in_sync == 2
+mirror_w, mirror_h = train(mirrored)
+print(json.dumps({
+    "max_weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(single_w, mirror_w)),
+    "weight_scale": max(float(np.abs(a).max()) for a in single_w),
+    "single_loss": single_h["loss"], "mirrored_loss": mirror_h["loss"],
+    "single_distill": single_h["distillation_loss"], "mirrored_distill": mirror_h["distillation_loss"],
+}))
