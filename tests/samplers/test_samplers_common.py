@@ -1,0 +1,199 @@
+"""Contract tests shared by every sampler: shapes, dtypes, seeds, configs."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kdtf import samplers
+
+RNG = np.random.default_rng(0)
+FLAT = RNG.normal(size=(16, 12)).astype("float32")
+IMAGES = RNG.uniform(size=(8, 10, 12, 3)).astype("float32")
+GMM_FLAT = samplers.GaussianMixture(num_components=3, seed=0).fit(
+    RNG.normal(size=(200, 12)), iterations=5
+)
+
+
+def _cases():
+    return [
+        ("mixup", lambda: samplers.Mixup(alpha=0.4, seed=1), FLAT),
+        ("mixup_images", lambda: samplers.Mixup(seed=1), IMAGES),
+        ("cutmix", lambda: samplers.CutMix(alpha=1.0, seed=1), IMAGES),
+        ("noise", lambda: samplers.GaussianNoise(0.2, seed=1), FLAT),
+        (
+            "noise_abs",
+            lambda: samplers.GaussianNoise(0.2, relative=False, seed=1),
+            IMAGES,
+        ),
+        ("uniform", lambda: samplers.UniformBox(margin=0.1, seed=1), FLAT),
+        (
+            "uniform_fixed",
+            lambda: samplers.UniformBox(low=-1.0, high=[2.0] * 12, seed=1),
+            FLAT,
+        ),
+        (
+            "gmm",
+            lambda: samplers.GaussianMixture.from_config(GMM_FLAT.get_config()),
+            FLAT,
+        ),
+        (
+            "mixture",
+            lambda: samplers.Mixture(
+                [samplers.Mixup(seed=2), samplers.GaussianNoise(seed=3)],
+                weights=[1.0, 3.0],
+                seed=1,
+            ),
+            FLAT,
+        ),
+    ]
+
+
+CASES = _cases()
+IDS = [c[0] for c in CASES]
+
+
+@pytest.mark.parametrize("name,make,x", CASES, ids=IDS)
+def test_shape_dtype_and_num_samples(name, make, x):
+    sampler = make()
+    out = sampler(x, seed=0)
+    assert tuple(out.shape) == x.shape
+    assert out.dtype == tf.float32
+    assert np.all(np.isfinite(np.asarray(out)))
+    out = sampler(x, seed=0, num_samples=21)
+    assert tuple(out.shape) == (21,) + x.shape[1:]
+    out16 = sampler(tf.constant(x, tf.float16), seed=0)
+    assert out16.dtype == tf.float16
+
+
+@pytest.mark.parametrize("name,make,x", CASES, ids=IDS)
+def test_determinism_and_seed_kinds(name, make, x):
+    sampler = make()
+    a = np.asarray(sampler(x, seed=7))
+    np.testing.assert_array_equal(a, np.asarray(sampler(x, seed=7)))
+    assert not np.allclose(a, np.asarray(sampler(x, seed=8)))
+    # A SeedGenerator gives reproducible sequences.
+    g1, g2 = keras.random.SeedGenerator(5), keras.random.SeedGenerator(5)
+    s1 = [np.asarray(sampler(x, seed=g1)) for _ in range(2)]
+    s2 = [np.asarray(sampler(x, seed=g2)) for _ in range(2)]
+    np.testing.assert_array_equal(s1[0], s2[0])
+    np.testing.assert_array_equal(s1[1], s2[1])
+    assert not np.allclose(s1[0], s1[1])
+    # The sampler's own generator: same constructor seed, same sequence;
+    # successive calls differ.
+    other = make()
+    own1 = [np.asarray(sampler(x)) for _ in range(2)]
+    own2 = [np.asarray(other(x)) for _ in range(2)]
+    np.testing.assert_array_equal(own1[0], own2[0])
+    assert not np.allclose(own1[0], own1[1])
+    # A stateless seed tensor works too.
+    t = np.asarray(sampler(x, seed=tf.constant([3, 4], tf.int32)))
+    np.testing.assert_array_equal(
+        t, np.asarray(sampler(x, seed=tf.constant([3, 4], tf.int64)))
+    )
+
+
+@pytest.mark.parametrize("name,make,x", CASES, ids=IDS)
+def test_tf_function_advances_own_seed(name, make, x):
+    sampler = make()
+
+    @tf.function(jit_compile=False)
+    def draw(inputs):
+        return sampler(inputs, num_samples=6)
+
+    a, b = np.asarray(draw(x)), np.asarray(draw(x))
+    assert a.shape == (6,) + x.shape[1:]
+    assert not np.allclose(a, b)
+    # Same seed inside and outside tf.function gives the same samples.
+    fixed = tf.function(lambda inputs: sampler(inputs, seed=11))
+    np.testing.assert_allclose(
+        np.asarray(fixed(x)), np.asarray(sampler(x, seed=11)), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("name,make,x", CASES, ids=IDS)
+def test_get_config_round_trip(name, make, x):
+    sampler = make()
+    config = sampler.get_config()
+    json.dumps(config)  # Plain JSON-compatible values only.
+    clone = type(sampler).from_config(config)
+    assert clone.get_config() == config
+    np.testing.assert_allclose(
+        np.asarray(clone(x, seed=4)), np.asarray(sampler(x, seed=4)), atol=1e-6
+    )
+    serialized = keras.saving.serialize_keras_object(sampler)
+    clone = keras.saving.deserialize_keras_object(serialized)
+    assert type(clone) is type(sampler)
+    np.testing.assert_allclose(
+        np.asarray(clone(x, seed=4)), np.asarray(sampler(x, seed=4)), atol=1e-6
+    )
+
+
+def test_dynamic_batch_in_tf_function():
+    sampler = samplers.Mixture(
+        [samplers.Mixup(), samplers.GaussianNoise(), samplers.UniformBox()],
+        seed=0,
+    )
+    draw = tf.function(
+        lambda x: sampler(x),
+        input_signature=[tf.TensorSpec([None, 12], tf.float32)],
+    )
+    assert draw(FLAT).shape == FLAT.shape
+    assert draw(FLAT[:5]).shape == (5, 12)
+
+
+def test_uint8_images_round_trip_dtype():
+    images = (IMAGES * 255).astype("uint8")
+    for sampler in (
+        samplers.Mixup(seed=0),
+        samplers.CutMix(seed=0),
+        samplers.GaussianNoise(stddev=2.0, seed=0),
+    ):
+        out = sampler(images, seed=1)
+        assert out.dtype == tf.uint8
+        assert out.shape == images.shape
+        # Output is numpy-convertible in eager mode.
+        assert np.asarray(out).dtype == np.uint8
+
+
+def test_get_by_name_and_errors():
+    assert isinstance(samplers.get("mixup", alpha=0.3), samplers.Mixup)
+    assert samplers.get("mixup", alpha=0.3).alpha == 0.3
+    assert isinstance(samplers.get("cutmix"), samplers.CutMix)
+    assert isinstance(samplers.get("noise"), samplers.GaussianNoise)
+    assert isinstance(samplers.get("gmm"), samplers.GaussianMixture)
+    assert isinstance(samplers.get("uniform"), samplers.UniformBox)
+    assert isinstance(samplers.get("Gaussian_Noise"), samplers.GaussianNoise)
+    s = samplers.Mixup()
+    assert samplers.get(s) is s
+    assert isinstance(
+        samplers.get(keras.saving.serialize_keras_object(s)), samplers.Mixup
+    )
+    with pytest.raises(ValueError, match="cutmix.*gmm.*mixup.*noise.*uniform"):
+        samplers.get("mixupp")
+    assert samplers.Compose is samplers.Mixture
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="alpha"):
+        samplers.Mixup(alpha=0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        samplers.CutMix(alpha=-1)
+    with pytest.raises(ValueError, match="stddev"):
+        samplers.GaussianNoise(stddev=-0.1)
+    with pytest.raises(ValueError, match="covariance.*diag"):
+        samplers.GaussianMixture(covariance="full")
+    with pytest.raises(ValueError, match="num_components"):
+        samplers.GaussianMixture(num_components=0)
+    with pytest.raises(ValueError, match="high"):
+        samplers.UniformBox(low=1.0, high=0.0)
+    with pytest.raises(ValueError, match="weights"):
+        samplers.Mixture([samplers.Mixup()], weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="samplers"):
+        samplers.Mixture([])
+    with pytest.raises(TypeError, match="seed"):
+        samplers.Mixup(seed="abc")
+    with pytest.raises(ValueError, match="num_samples"):
+        samplers.Mixup()(FLAT, num_samples=0)
