@@ -1,0 +1,20 @@
+"""Export of kdtf students: TFLite (LiteRT) with quantization, SavedModel.
+
+Example:
+
+>>> from kdtf import export
+>>> report = export.tflite(student, "/tmp/student.tflite",
+...                        quantization="int8",
+...                        representative_data=x_train[:100],
+...                        verify_data=x_test, verify_labels=y_test)
+>>> print(report)  # doctest: +SKIP
+>>> export.saved_model(student, "/tmp/student_savedmodel")  # doctest: +SKIP
+"""
+
+from kdtf.export.atomic import atomic_path
+from kdtf.export.atomic import atomic_write_bytes
+from kdtf.export.saved_model import saved_model
+from kdtf.export.tflite import QUANTIZATIONS
+from kdtf.export.tflite import tflite
+from kdtf.export.verify import ExportReport
+from kdtf.export.verify import verify_tflite

@@ -1,0 +1,280 @@
+"""Export of Keras models to TFLite (LiteRT) flatbuffers, with quantization.
+
+The Keras model is first written to a temporary SavedModel with a named
+`serving_default` signature (`inputs` -> `logits`), which is then converted
+with `tf.lite.TFLiteConverter.from_saved_model`. (Converting a concrete
+function that captures Keras 3 variables does not freeze them, and int8
+calibration then fails on READ_VARIABLE ops; the SavedModel route works.)
+"""
+
+import inspect
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from kdtf.export import atomic
+from kdtf.export.saved_model import SIGNATURE_KEY
+from kdtf.export.saved_model import input_spec
+from kdtf.export.saved_model import write_saved_model
+from kdtf.export import verify as verify_lib
+
+QUANTIZATIONS = ("float32", "dynamic", "float16", "int8")
+_ALIASES = {None: "float32", "none": "float32", "float32": "float32"}
+
+
+def normalize_quantization(quantization):
+    """Maps a user-facing quantization name to one of `QUANTIZATIONS`.
+
+    Args:
+        quantization: None, `"none"`, `"float32"`, `"dynamic"`, `"float16"` or
+            `"int8"` (case-insensitive).
+
+    Returns:
+        One of `"float32"`, `"dynamic"`, `"float16"`, `"int8"`.
+
+    Example:
+
+    >>> normalize_quantization(None)
+    'float32'
+    """
+    key = quantization.lower() if isinstance(quantization, str) else quantization
+    if key in _ALIASES:
+        return _ALIASES[key]
+    if key in QUANTIZATIONS:
+        return key
+    raise ValueError(
+        f"Unknown `quantization` {quantization!r}. Valid values: None, "
+        "'none', 'float32', 'dynamic', 'float16', 'int8'."
+    )
+
+
+def _as_batch_list(batch):
+    """Turns one representative batch into a list of float32 arrays."""
+    if isinstance(batch, dict):
+        if len(batch) != 1:
+            raise ValueError(
+                "`representative_data` batches given as dicts must have "
+                f"exactly one entry, got keys {sorted(batch)}."
+            )
+        batch = next(iter(batch.values()))
+    if isinstance(batch, (list, tuple)):
+        # (x,) or [x], or (x, y) pairs from a labelled dataset: keep x.
+        if not batch:
+            raise ValueError("`representative_data` yielded an empty batch.")
+        batch = batch[0]
+    return np.asarray(batch, dtype=np.float32)
+
+
+def _is_sampler_pair(data):
+    return (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and callable(data[0])
+        and not isinstance(data[0], type)
+    )
+
+
+def _needs_argument(fn):
+    """Whether `fn` has a required positional parameter."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in params
+    )
+
+
+def representative_batches(representative_data, feature_shape, seed=0):
+    """Materializes `representative_data` as a list of float32 batches.
+
+    Args:
+        representative_data: One of
+            - a numpy array (or array-like) of shape `[n, *input_shape]`;
+            - a generator function (a callable taking no argument) or an
+              iterable, yielding batches (arrays, `[x]`, `(x, y)` or a dict
+              with one entry);
+            - a pair `(sampler, x_real)`: `sampler(x_real, seed=seed)` must
+              return synthetic inputs with the shape of `x_real` (a kdtf
+              sampler), and those synthetic inputs are used.
+        feature_shape: Expected per-sample shape (without the batch axis).
+        seed: Seed passed to a sampler.
+
+    Returns:
+        A non-empty list of float32 arrays of shape `[b, *feature_shape]`.
+
+    Example:
+
+    >>> batches = representative_batches(np.zeros((8, 40)), (40,))
+    >>> len(batches), batches[0].shape
+    (1, (8, 40))
+    """
+    feature_shape = tuple(feature_shape)
+    data = representative_data
+    if _is_sampler_pair(data):
+        sampler, x_real = data
+        x_real = np.asarray(x_real, dtype=np.float32)
+        synthetic = sampler(x_real, seed=seed)
+        synthetic = np.asarray(synthetic, dtype=np.float32)
+        if synthetic.shape != x_real.shape:
+            raise ValueError(
+                "The sampler in `representative_data=(sampler, x_real)` must "
+                f"return an array of shape {x_real.shape} (that of x_real), "
+                f"got {synthetic.shape}."
+            )
+        batches = [synthetic]
+    elif isinstance(data, (np.ndarray, tf.Tensor)):
+        batches = [np.asarray(data, dtype=np.float32)]
+    elif callable(data):
+        if _needs_argument(data):
+            raise ValueError(
+                "`representative_data` is a callable that takes an argument; "
+                "a sampler must be passed together with the real data it "
+                "draws from: `representative_data=(sampler, x_real)`."
+            )
+        batches = [_as_batch_list(b) for b in data()]
+    elif hasattr(data, "__iter__"):
+        batches = [_as_batch_list(b) for b in data]
+    else:
+        raise TypeError(
+            "`representative_data` must be a numpy array, a generator "
+            "function, an iterable of batches, or a `(sampler, x_real)` pair; "
+            f"got {type(data).__name__}."
+        )
+    batches = [b[None] if b.shape == feature_shape else b for b in batches]
+    for b in batches:
+        if tuple(b.shape[1:]) != feature_shape:
+            raise ValueError(
+                f"`representative_data` batches must have shape "
+                f"[batch, {', '.join(map(str, feature_shape))}], got "
+                f"{b.shape}."
+            )
+    batches = [b for b in batches if len(b)]
+    if not batches:
+        raise ValueError("`representative_data` contains no samples.")
+    return batches
+
+
+def convert(model, quantization=None, representative_data=None,
+            int8_io=False, seed=0):
+    """Converts `model` to TFLite flatbuffer bytes (nothing is written).
+
+    Args:
+        model: A `keras.Model` with one input and one output.
+        quantization: See `tflite`.
+        representative_data: See `tflite`.
+        int8_io: See `tflite`.
+        seed: Seed passed to a sampler in `representative_data`.
+
+    Returns:
+        The `.tflite` flatbuffer as bytes.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((40,)), keras.layers.Dense(10)])
+    >>> flatbuffer = convert(model, quantization="dynamic")
+    """
+    quantization = normalize_quantization(quantization)
+    spec = input_spec(model)
+    if int8_io and quantization != "int8":
+        raise ValueError(
+            "`int8_io=True` requires `quantization='int8'`, got "
+            f"quantization={quantization!r}."
+        )
+    if quantization == "int8":
+        if representative_data is None:
+            raise ValueError(
+                "`quantization='int8'` requires `representative_data` (an "
+                "array, a generator of batches, or a (sampler, x_real) pair) "
+                "to calibrate activation ranges."
+            )
+        batches = representative_batches(
+            representative_data, spec.shape[1:], seed=seed
+        )
+
+    with tempfile.TemporaryDirectory(prefix="kdtf_tflite_") as tmp:
+        write_saved_model(model, tmp)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            tmp, signature_keys=[SIGNATURE_KEY]
+        )
+        if quantization != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantization == "int8":
+            def representative_dataset():
+                for batch in batches:
+                    for sample in batch:
+                        yield [sample[None]]
+
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+            ]
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        return converter.convert()
+
+
+def tflite(model, path, quantization=None, representative_data=None,
+           int8_io=False, overwrite=False, verify_data=None,
+           verify_labels=None, seed=0):
+    """Exports `model` to a `.tflite` file, optionally quantized and verified.
+
+    Args:
+        model: A `keras.Model` with one input and one output, built from
+            `keras.Input`.
+        path: Destination `.tflite` file. Written atomically.
+        quantization: None or `"float32"` (no quantization), `"dynamic"`
+            (int8 weights, float activations), `"float16"` (float16 weights)
+            or `"int8"` (full-integer: int8 weights and activations, builtin
+            int8 ops only).
+        representative_data: Calibration inputs, required for `"int8"`: a
+            numpy array `[n, *input_shape]`, a generator function or
+            iterable yielding batches, or a `(sampler, x_real)` pair where
+            `sampler(x_real, seed=seed)` returns synthetic inputs of the same
+            shape (a kdtf sampler).
+        int8_io: With `"int8"`, make the model's input and output int8 too
+            (callers quantize inputs with the input scale/zero point).
+        overwrite: Whether an existing file at `path` may be replaced.
+        verify_data: Optional held-out inputs; if given the written file is
+            run with LiteRT and compared with `model` (see `verify_tflite`).
+        verify_labels: Optional labels for `verify_data`, for accuracy.
+        seed: Seed passed to a sampler in `representative_data`.
+
+    Returns:
+        An `ExportReport` (verification fields are None without
+        `verify_data`).
+
+    Example:
+
+    >>> report = tflite(model, "/tmp/student.tflite", quantization="int8",
+    ...                 representative_data=x_train[:100],
+    ...                 verify_data=x_test, verify_labels=y_test)
+    >>> print(report)  # doctest: +SKIP
+    """
+    quantization = normalize_quantization(quantization)
+    path = atomic.check_destination(path, overwrite=overwrite)
+    flatbuffer = convert(
+        model,
+        quantization=quantization,
+        representative_data=representative_data,
+        int8_io=int8_io,
+        seed=seed,
+    )
+    atomic.atomic_write_bytes(path, flatbuffer, overwrite=overwrite)
+    if verify_data is None:
+        return verify_lib.ExportReport(
+            path=path,
+            quantization=quantization,
+            size_bytes=os.path.getsize(path),
+            int8_io=bool(int8_io),
+        )
+    return verify_lib.verify_tflite(
+        path, model, verify_data, verify_labels, quantization=quantization
+    )
