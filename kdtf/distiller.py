@@ -120,6 +120,25 @@ class Distiller(keras.Model):
             for w in distillation_loss_weights
         ]
 
+        self._teacher_forward = _forward_with_features(
+            teacher, "teacher", self.distillation_losses
+        )
+        self._student_forward = _forward_with_features(
+            student, "student", self.distillation_losses
+        )
+        adapters = []
+        for loss in self.distillation_losses:
+            if hasattr(loss, "build_adapter") and _feature_name(loss, "teacher"):
+                loss.build_adapter(
+                    _feature_shape(teacher, _feature_name(loss, "teacher")),
+                    _feature_shape(student, _feature_name(loss, "student")),
+                )
+            if getattr(loss, "adapter", None) is not None:
+                adapters.append(loss.adapter)
+        # Tracked so the optimizer trains them and .keras files keep them; they
+        # are never part of `student`.
+        self.adapters = adapters
+
         self.sampler = sampler
         self.synthetic_loss_weight = _check_weight(
             "synthetic_loss_weight", synthetic_loss_weight
@@ -221,6 +240,14 @@ class Distiller(keras.Model):
         return self._test_step_fn(self, *args, **kwargs)
 
     # ------------------------------------------------------ shared loss math
+    def teacher_outputs(self, x):
+        """Teacher outputs (and named features) as a dict, inference mode."""
+        return _as_dict(self._teacher_forward(x, training=False))
+
+    def student_outputs(self, x, training):
+        """Student outputs (and named features) as a dict."""
+        return _as_dict(self._student_forward(x, training=training))
+
     def synthesize(self, x):
         """Returns `x` concatenated with synthetic inputs, and the real count.
 
@@ -247,8 +274,9 @@ class Distiller(keras.Model):
 
         Args:
             y: labels of the real inputs (or None when distilling unlabelled).
-            teacher_outputs: teacher outputs on real (then synthetic) inputs.
-            student_outputs: student outputs on the same inputs.
+            teacher_outputs: dict of teacher outputs (`"output"`, and named
+                features) on real (then synthetic) inputs.
+            student_outputs: the same for the student.
             num_real: how many leading rows are real inputs, the rest being
                 synthetic; None when all rows are real.
             sample_weight: optional weights of the real inputs.
@@ -261,16 +289,17 @@ class Distiller(keras.Model):
         """
         has_synthetic = num_real is not None
         if has_synthetic:
-            t_real, t_syn = teacher_outputs[:num_real], teacher_outputs[num_real:]
-            s_real, s_syn = student_outputs[:num_real], student_outputs[num_real:]
+            t_real = {k: v[:num_real] for k, v in teacher_outputs.items()}
+            t_syn = {k: v[num_real:] for k, v in teacher_outputs.items()}
+            s_real = {k: v[:num_real] for k, v in student_outputs.items()}
+            s_syn = {k: v[num_real:] for k, v in student_outputs.items()}
         else:
             t_real, s_real = teacher_outputs, student_outputs
         terms = {}
-        zero = ops.zeros((), dtype="float32")
-        student_loss = zero
+        student_loss = ops.zeros((), dtype="float32")
         if self.student_loss_weight > 0 and y is not None:
             student_loss = ops.cast(
-                self._compile_loss(y, s_real, sample_weight), "float32"
+                self._compile_loss(y, s_real[_OUTPUT], sample_weight), "float32"
             )
         for loss in self.student.losses:  # regularisation
             student_loss = student_loss + _scale_for_replicas(
@@ -291,14 +320,18 @@ class Distiller(keras.Model):
                 * self.synthetic_loss_weight
                 * terms["synthetic_loss"]
             )
-        return total, terms, s_real
+        return total, terms, s_real[_OUTPUT]
 
     def _weighted_distillation(self, teacher_outputs, student_outputs, sample_weight=None):
         total = ops.zeros((), dtype="float32")
         for loss, weight in zip(
             self.distillation_losses, self.distillation_loss_weights
         ):
-            value = loss(teacher_outputs, student_outputs, sample_weight=sample_weight)
+            value = loss(
+                teacher_outputs[_feature_name(loss, "teacher") or _OUTPUT],
+                student_outputs[_feature_name(loss, "student") or _OUTPUT],
+                sample_weight=sample_weight,
+            )
             total = total + weight * ops.cast(value, "float32")
         return total
 
@@ -348,6 +381,56 @@ class Distiller(keras.Model):
         if config.get("sampler") is not None:
             config["sampler"] = deserialize(config["sampler"])
         return cls(**config)
+
+
+_OUTPUT = "output"
+
+
+def _feature_name(loss, role):
+    return getattr(loss, f"{role}_layer_name", None)
+
+
+def _as_dict(outputs):
+    return outputs if isinstance(outputs, dict) else {_OUTPUT: outputs}
+
+
+def _feature_shape(model, layer_name):
+    return tuple(model.get_layer(layer_name).output.shape[1:])
+
+
+def _forward_with_features(model, role, losses):
+    """`model`, or a model returning its output and the features `losses` need.
+
+    One forward pass yields everything: the extractor shares the layers (and
+    weights) of `model`.
+    """
+    names = []
+    for loss in losses:
+        name = _feature_name(loss, role)
+        if name and name not in names:
+            names.append(name)
+    if not names:
+        return model
+    try:
+        inputs, output = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = output = None
+    if not inputs or not output or len(output) != 1:
+        raise ValueError(
+            f"Feature distillation needs a functional {role} with one output to "
+            f"read layers {names} from; {model.name!r} is not (build it with "
+            "the functional API, or distil its outputs only)."
+        )
+    valid = [layer.name for layer in model.layers]
+    outputs = {_OUTPUT: output[0]}
+    for name in names:
+        if name not in valid:
+            raise ValueError(
+                f"{role}_layer_name={name!r} is not a layer of the {role} "
+                f"{model.name!r}; valid layer names: {', '.join(valid)}."
+            )
+        outputs[name] = model.get_layer(name).output
+    return keras.Model(inputs, outputs, name=f"{model.name}_features")
 
 
 def _num_synthetic(x, ratio):

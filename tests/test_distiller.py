@@ -211,3 +211,52 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     # The bad step's update was skipped: weights are finite.
     assert all(np.isfinite(v.numpy()).all() for v in d.student.weights)
     assert not np.array_equal(weights[0], d.student.weights[0].numpy())  # step 1 trained
+
+
+class _FeatureL2(kdtf.losses.DistillationLoss):
+    """A minimal feature loss following the Distiller's feature protocol."""
+
+    same_shape = False
+
+    def __init__(self, teacher_layer_name, student_layer_name, **kwargs):
+        super().__init__(**kwargs)
+        self.teacher_layer_name = teacher_layer_name
+        self.student_layer_name = student_layer_name
+        self.adapter = None
+
+    def build_adapter(self, teacher_shape, student_shape):
+        self.adapter = keras.layers.Dense(teacher_shape[-1], name="adapter")
+        self.adapter.build((None,) + tuple(student_shape))
+
+    def call(self, teacher_features, student_features):
+        return keras.ops.mean((self.adapter(student_features) - teacher_features) ** 2, axis=-1)
+
+
+def _named(d, c, width, name):
+    inp = keras.Input((d,))
+    h = keras.layers.Dense(width, activation="relu", name="hidden")(inp)
+    return keras.Model(inp, keras.layers.Dense(c, name="logits")(h), name=name)
+
+
+def test_feature_losses_get_named_layers_and_train_adapters():
+    x, y = _data()
+    teacher, student = _named(12, 4, 32, "t"), _named(12, 4, 8, "s")
+    loss = _FeatureL2("hidden", "hidden", name="feat_l2")
+    d = kdtf.Distiller(teacher, student, [kdtf.losses.KD(2.0), loss], [1.0, 0.5])
+    assert loss.adapter is not None and d.adapters == [loss.adapter]
+    before = loss.adapter.kernel.numpy().copy()
+    d.compile(optimizer="adam", loss=CE)
+    d.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert not np.array_equal(before, loss.adapter.kernel.numpy())
+    assert all(w.path.split("/")[0] != "adapter" for w in d.student.weights)
+    # The distillation term is KD on logits plus 0.5 x the feature loss.
+    t_feat = keras.Model(teacher.inputs, teacher.get_layer("hidden").output)(x)
+    s_feat = keras.Model(student.inputs, student.get_layer("hidden").output)(x)
+    want = float(kdtf.losses.KD(2.0)(teacher(x), student(x))) + 0.5 * float(loss(t_feat, s_feat))
+    logs = d.evaluate(x, y, batch_size=96, verbose=0, return_dict=True)
+    np.testing.assert_allclose(logs["distillation_loss"], want, rtol=1e-4)
+
+
+def test_unknown_feature_layer_lists_valid_names():
+    with pytest.raises(ValueError, match="valid layer names: .*hidden"):
+        kdtf.Distiller(_named(12, 4, 32, "t"), _named(12, 4, 8, "s"), _FeatureL2("nope", "hidden"))

@@ -14,10 +14,10 @@ def train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x_all, num_real = model.synthesize(x)
     teacher_outputs = tf.nest.map_structure(
-        tf.stop_gradient, model.teacher(x_all, training=False)
+        tf.stop_gradient, model.teacher_outputs(x_all)
     )
     with tf.GradientTape() as tape:
-        student_outputs = model.student(x_all, training=True)
+        student_outputs = model.student_outputs(x_all, training=True)
         total, terms, y_pred = model.compute_distillation_loss(
             y, teacher_outputs, student_outputs, num_real, sample_weight
         )
@@ -34,8 +34,8 @@ def train_step(model, data):
 def test_step(model, data):
     """Evaluates the student: task loss, metrics and distance to the teacher."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    student_outputs = model.student(x, training=False)
-    teacher_outputs = model.teacher(x, training=False)
+    student_outputs = model.student_outputs(x, training=False)
+    teacher_outputs = model.teacher_outputs(x)
     _, terms, y_pred = model.compute_distillation_loss(
         y, teacher_outputs, student_outputs, None, sample_weight
     )

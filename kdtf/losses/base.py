@@ -12,11 +12,17 @@ class DistillationLoss(keras.losses.Loss):
     arguments are cast to float32 before `call`, so the loss is computed in
     float32 even when the models run in mixed precision.
 
+    Subclasses whose two inputs may differ in shape (feature losses with an
+    adapter) set the class attribute `same_shape = False`; otherwise a shape
+    mismatch raises a ValueError naming both arguments.
+
     Args:
         name: name of the loss.
         reduction: a `keras.losses.Loss` reduction. Defaults to
             `"sum_over_batch_size"`: the mean over the batch.
     """
+
+    same_shape = True
 
     def __init__(self, name=None, reduction="sum_over_batch_size"):
         super().__init__(name=name, reduction=reduction, dtype="float32")
@@ -24,7 +30,8 @@ class DistillationLoss(keras.losses.Loss):
     def __call__(self, teacher_outputs, student_outputs, sample_weight=None):
         teacher_outputs = _as_float32(teacher_outputs)
         student_outputs = _as_float32(student_outputs)
-        check_same_shape(teacher_outputs, student_outputs, type(self).__name__)
+        if self.same_shape:
+            check_same_shape(teacher_outputs, student_outputs, type(self).__name__)
         return super().__call__(
             teacher_outputs, student_outputs, sample_weight=sample_weight
         )
