@@ -1,0 +1,943 @@
+"""Stage views of models and stage-by-stage knowledge distillation (SSKD).
+
+A backbone is a chain of stages 1..K followed by a task head. Zoo models
+name the layers ending each stage "stage1".."stageK" (see
+`kdtf.models.stage_endpoints`). This module gives views of such models
+without rewriting them (every view shares the model's layers and weights):
+
+* `stage_models(model, stage_names)`: feature extractors, input -> stage k.
+* `stage_submodel(model, start, end)`: the slice of a functional graph
+  between two named layers, taking `start`'s output as its input.
+* `feature_extractor(model, layer_names)`: one model returning the outputs
+  and the named layers' features in a single forward pass.
+
+`StagewiseDistiller` trains a student stage by stage from a teacher
+(Gao, Shen et al., arXiv 1812.01819): phase k trains stage k alone to match
+the teacher's stage-k features through an adapter, with stages 1..k-1
+frozen in inference mode and later stages not computed; the last phase
+trains the head on labels with the backbone frozen.
+
+Subclassed (non-functional) models can take part by defining
+`stage_outputs(x, training)` (a list of the K stage features; enough for a
+teacher) and, to be trained as a student, `stage_submodels()` (a list of
+K + 1 layers: the stages, then the head, each taking the previous one's
+output).
+"""
+import json
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+from kdtf.losses.feature import FeatureMSE
+
+CHECKPOINT_FILE = "stagewise_checkpoint.npz"
+
+
+# ----------------------------------------------------------------- views
+def _is_functional(model):
+    return (
+        hasattr(model, "_nodes_by_depth")
+        and getattr(model, "_inputs_struct", None) is not None
+    )
+
+
+def _layer_names(model):
+    return [layer.name for layer in model.layers]
+
+
+def _check_model(arg, model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`{arg}` must be a keras.Model; got {type(model).__name__}."
+        )
+
+
+def _layer_output(model, name):
+    """The output KerasTensor of layer `name` inside functional `model`."""
+    if not isinstance(name, str):
+        raise TypeError(f"Stage/layer names must be str; got {name!r}.")
+    layer = None
+    for candidate in model.layers:
+        if candidate.name == name:
+            layer = candidate
+            break
+    if layer is None:
+        raise ValueError(
+            f"Model {model.name!r} has no layer named {name!r}; its layers "
+            f"are: {_layer_names(model)}."
+        )
+    for depth in sorted(model._nodes_by_depth):
+        for node in model._nodes_by_depth[depth]:
+            if node.operation is layer:
+                if len(node.outputs) != 1:
+                    raise ValueError(
+                        f"Layer {name!r} of model {model.name!r} has "
+                        f"{len(node.outputs)} outputs; a stage must end in "
+                        "a layer with a single output."
+                    )
+                return node.outputs[0]
+    raise ValueError(
+        f"Layer {name!r} is not connected in the graph of model {model.name!r}."
+    )
+
+
+def _single_input(model):
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"Stage views need a model with one input; model {model.name!r} "
+            f"has {len(model.inputs)}."
+        )
+    return model.inputs[0]
+
+
+def default_stages(model):
+    """The stage names of `model`: `kdtf.models.stage_endpoints(model)`.
+
+    Args:
+        model: a `keras.Model`.
+
+    Returns:
+        A list of layer names; for subclassed models with `stage_outputs`,
+        the placeholder names "stage1".."stageK" are derived from
+        `stage_submodels()` when it exists.
+    """
+    from kdtf.models import stage_endpoints
+
+    if not _is_functional(model) and hasattr(model, "stage_submodels"):
+        return [f"stage{k}" for k in range(1, len(model.stage_submodels()))]
+    return stage_endpoints(model)
+
+
+def stage_models(model, stage_names=None):
+    """Feature extractors: one model per stage, mapping inputs to its output.
+
+    Args:
+        model: a functional `keras.Model`, or a subclassed one with a method
+            `stage_outputs(x, training)` returning the list of stage features.
+        stage_names: names of the layers ending each stage. Defaults to
+            `kdtf.models.stage_endpoints(model)`. For subclassed models,
+            names are "stage1".."stageK" indexing `stage_outputs`.
+
+    Returns:
+        A list of `keras.Model`s sharing `model`'s layers; the k-th one
+        returns the output of stage k.
+
+    Raises:
+        ValueError: an unknown stage name (the message lists the layers).
+
+    Example:
+
+    >>> extractors = stage_models(kdtf.models.get("mnist1d_cnn"))
+    >>> [e.output.shape for e in extractors]
+    [(None, 40, 32), (None, 20, 64), (None, 20, 64)]
+    """
+    _check_model("model", model)
+    if not _is_functional(model):
+        if not hasattr(model, "stage_outputs"):
+            raise TypeError(
+                f"Model {model.name!r} is not functional; give it a method "
+                "`stage_outputs(x, training)` returning its stage features "
+                "to use it with stage views."
+            )
+        if stage_names is None:
+            stage_names = default_stages(model)
+        indices = []
+        for name in stage_names:
+            if not (
+                isinstance(name, str)
+                and name.startswith("stage")
+                and name[5:].isdigit()
+                and int(name[5:]) >= 1
+            ):
+                raise ValueError(
+                    f"Subclassed model {model.name!r} names its stages "
+                    f"'stage1', 'stage2', ... (indexes into stage_outputs); "
+                    f"got {name!r}."
+                )
+            indices.append(int(name[5:]) - 1)
+        return [_StageOutput(model, i, name=f"{model.name}_{n}")
+                for i, n in zip(indices, stage_names)]
+    if stage_names is None:
+        stage_names = default_stages(model)
+    inputs = _single_input(model)
+    return [
+        keras.Model(inputs, _layer_output(model, name), name=f"{model.name}_{name}")
+        for name in stage_names
+    ]
+
+
+def feature_extractor(model, layer_names, include_outputs=True):
+    """One model returning `model`'s outputs and the named layers' outputs.
+
+    Args:
+        model: a functional `keras.Model`.
+        layer_names: a layer name or a list of them.
+        include_outputs: also return the model's own outputs first.
+
+    Returns:
+        A `keras.Model` sharing `model`'s layers, returning
+        `[outputs, feature_1, ...]` (or only the features).
+
+    Example:
+
+    >>> fx = feature_extractor(kdtf.models.get("mnist1d_cnn"), ["stage2"])
+    >>> logits, stage2 = fx(x)
+    """
+    _check_model("model", model)
+    if not _is_functional(model):
+        raise TypeError(
+            f"feature_extractor needs a functional model; {model.name!r} is "
+            f"a subclassed {type(model).__name__}."
+        )
+    if isinstance(layer_names, str):
+        layer_names = [layer_names]
+    outputs = [_layer_output(model, name) for name in layer_names]
+    if include_outputs:
+        outputs = [model.outputs[0] if len(model.outputs) == 1 else model.outputs] + outputs
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+
+
+def stage_submodel(model, start=None, end=None, name=None):
+    """The slice of a functional model between two named layers.
+
+    The graph between the output of layer `start` and the output of layer
+    `end` is rebuilt on a new input of `start`'s output shape, reusing the
+    same layer objects (so the weights are shared with `model`).
+
+    Args:
+        model: a functional `keras.Model` with one input.
+        start: name of the layer whose output is the slice's input; None for
+            the model's input.
+        end: name of the layer whose output is the slice's output; None for
+            the model's output.
+        name: name of the returned model.
+
+    Returns:
+        A functional `keras.Model` computing `end` from `start`.
+
+    Raises:
+        ValueError: unknown names (listing the layers), `end` not after
+            `start`, or a slice that also needs tensors from before `start`
+            (a skip connection crossing the boundary).
+
+    Example:
+
+    >>> model = kdtf.models.get("mnist1d_cnn")
+    >>> stage2 = stage_submodel(model, "stage1", "stage2")
+    >>> stage2.input.shape, stage2.output.shape
+    ((None, 40, 32), (None, 20, 64))
+    """
+    _check_model("model", model)
+    if not _is_functional(model):
+        raise TypeError(
+            f"stage_submodel needs a functional model; {model.name!r} is a "
+            f"subclassed {type(model).__name__} (define stage_submodels())."
+        )
+    model_input = _single_input(model)
+    start_tensor = model_input if start is None else _layer_output(model, start)
+    if end is None:
+        if len(model.outputs) != 1:
+            raise ValueError(
+                f"Model {model.name!r} has {len(model.outputs)} outputs; "
+                "name the end layer."
+            )
+        end_tensor = model.outputs[0]
+    else:
+        end_tensor = _layer_output(model, end)
+    if start is None:
+        return keras.Model(model_input, end_tensor, name=name or f"{model.name}_to_{end}")
+
+    # Backward pass: the nodes needed between start and end.
+    needed = set()
+    stack = [end_tensor]
+    input_ids = {id(t) for t in model.inputs}
+    while stack:
+        tensor = stack.pop()
+        if tensor is start_tensor:
+            continue
+        if id(tensor) in input_ids:
+            raise ValueError(
+                f"Cannot slice model {model.name!r} from {start!r} to "
+                f"{end or 'its output'!r}: the slice also depends on tensors "
+                f"computed before {start!r} (or {end!r} does not come after "
+                f"{start!r}). Layers in order: {_layer_names(model)}."
+            )
+        operation, node_index, _ = tensor._keras_history
+        node = operation._inbound_nodes[node_index]
+        if id(node) in needed:
+            continue
+        needed.add(id(node))
+        stack.extend(node.arguments.keras_tensors)
+
+    new_input = keras.Input(
+        batch_shape=tuple(start_tensor.shape), dtype=start_tensor.dtype,
+        name=f"{start}_input",
+    )
+    values = {id(start_tensor): new_input}
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if id(node) not in needed:
+                continue
+            args, kwargs = node.arguments.fill_in(values)
+            outputs = node.operation(*args, **kwargs)
+            for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
+                values[id(old)] = new
+    return keras.Model(
+        new_input, values[id(end_tensor)],
+        name=name or f"{model.name}_{start}_to_{end or 'output'}",
+    )
+
+
+def student_parts(model, stage_names=None):
+    """Splits a model into K stage sub-models and a head.
+
+    Args:
+        model: a functional `keras.Model`, or a subclassed one with
+            `stage_submodels()`.
+        stage_names: names of the layers ending each stage; defaults to
+            `kdtf.models.stage_endpoints(model)`.
+
+    Returns:
+        `(stages, head)`: a list of K models (stage k takes stage k-1's
+        output; stage 1 the model input) and the head (stage K's output ->
+        model output).
+
+    Example:
+
+    >>> stages, head = student_parts(kdtf.models.get("mnist1d_cnn_small"))
+    >>> len(stages)
+    3
+    """
+    _check_model("model", model)
+    if not _is_functional(model):
+        if not hasattr(model, "stage_submodels"):
+            raise TypeError(
+                f"Model {model.name!r} is not functional; give it a method "
+                "`stage_submodels()` returning its K stages and head as "
+                "layers to train it stage by stage."
+            )
+        parts = list(model.stage_submodels())
+        if len(parts) < 2:
+            raise ValueError(
+                f"{model.name}.stage_submodels() must return at least one "
+                f"stage and the head; got {len(parts)} parts."
+            )
+        return parts[:-1], parts[-1]
+    if stage_names is None:
+        stage_names = default_stages(model)
+    stage_names = list(stage_names)
+    bounds = [None] + stage_names
+    stages = [
+        stage_submodel(model, bounds[i], bounds[i + 1],
+                       name=f"{model.name}_{bounds[i + 1]}")
+        for i in range(len(stage_names))
+    ]
+    head = stage_submodel(model, stage_names[-1], None, name=f"{model.name}_head")
+    return stages, head
+
+
+class _StageOutput(keras.Model):
+    """Stage `index` of a subclassed model that defines `stage_outputs`."""
+
+    def __init__(self, model, index, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+        self.index = index
+
+    def call(self, x, training=False):
+        return self.model.stage_outputs(x, training=training)[self.index]
+
+
+class _Chain(keras.Model):
+    """Runs layers one after another (a prefix of a subclassed student)."""
+
+    def __init__(self, parts, **kwargs):
+        super().__init__(**kwargs)
+        self.parts = list(parts)
+
+    def call(self, x, training=False):
+        for part in self.parts:
+            x = part(x, training=training)
+        return x
+
+
+# -------------------------------------------------------------- training
+class _BackbonePhase(keras.Model):
+    """Phase k: train stage k (and its adapter) to match teacher stage k."""
+
+    def __init__(self, teacher_stage, prefix, stage, feature_loss, **kwargs):
+        super().__init__(**kwargs)
+        self.teacher_stage = teacher_stage
+        self.prefix = prefix
+        self.stage = stage
+        self.adapter = feature_loss.adapter  # tracked: trained with stage k
+        self._feature_loss = feature_loss
+
+    def call(self, x, training=False):
+        target = ops.stop_gradient(self.teacher_stage(x, training=False))
+        if self.prefix is not None:
+            x = ops.stop_gradient(self.prefix(x, training=False))
+        features = self.stage(x, training=training)
+        self.add_loss(self._feature_loss(target, features, training=training))
+        return features
+
+
+class _HeadPhase(keras.Model):
+    """Phase K+1: train the head on labels; the backbone is frozen."""
+
+    def __init__(self, backbone, head, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.head = head
+
+    def call(self, x, training=False):
+        features = ops.stop_gradient(self.backbone(x, training=False))
+        return self.head(features, training=training)
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    def __init__(self, owner, directory, phase):
+        super().__init__()
+        self.owner = owner
+        self.directory = directory
+        self.phase = phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.owner._save_checkpoint(
+            self.directory, self.phase, epoch + 1, self.model.optimizer
+        )
+
+
+class StagewiseDistiller:
+    """Stage-by-stage knowledge distillation (SSKD), with a `fit` API.
+
+    The student is split into backbone stages 1..K and a head, the teacher
+    into stages 1..K. `fit` runs K + 1 phases, each with its own epochs and a
+    fresh optimizer:
+
+    * Phase k <= K trains student stage k and an adapter `A_k` to minimise
+      `mean((A_k(F_S^k(x)) - F_T^k(x))^2)`. Stages 1..k-1 are frozen and run
+      in inference mode (their weights and BatchNorm statistics do not
+      change), stages after k are not computed. Inputs only: unlabelled
+      data can serve these phases.
+    * Phase K+1 freezes the backbone (inference mode) and trains the head
+      with the task loss on labelled data.
+
+    There is no loss weight to tune. The adapters (1x1 conv / dense + BN, see
+    `kdtf.adapters`) live in `feature_losses[k].adapter`, not in the student.
+    The teacher is frozen and always run with `training=False`.
+
+    Args:
+        teacher: a trained `keras.Model` (functional, or subclassed with
+            `stage_outputs(x, training)`).
+        student: the `keras.Model` to train (functional, or subclassed with
+            `stage_submodels()`).
+        stages: the layers ending each stage: None (default) for both
+            models' `kdtf.models.stage_endpoints`, a list of names shared by
+            both, or a list of `(teacher_name, student_name)` pairs.
+        backbone_optimizer: optimizer of each backbone phase: a name, a
+            config, or an instance (cloned for each phase). Defaults to
+            "adam".
+        head_optimizer: optimizer of the head phase. Defaults to "adam".
+        backbone_epochs: default epochs per backbone phase (an int, or one
+            int per stage). Defaults to 10.
+        head_epochs: default epochs of the head phase. Defaults to 10.
+        loss: the head's task loss. Defaults to
+            `SparseCategoricalCrossentropy(from_logits=True)`.
+        metrics: metrics of the head phase. Defaults to `["accuracy"]`.
+        adapter: whether to add adapters where feature shapes differ.
+        input_shape: shape of one input; needed only for subclassed models.
+        compile_options: extra `keras.Model.compile` arguments of every
+            phase, e.g. `{"jit_compile": True}` or `{"run_eagerly": True}`.
+
+    Example:
+
+    ```python
+    sskd = kdtf.StagewiseDistiller(teacher, student, head_optimizer="adam")
+    sskd.fit(x_train, y_train, epochs_per_stage=5, head_epochs=5,
+             x_unlabeled=x_extra, checkpoint_dir="runs/sskd")
+    student = sskd.student
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        stages=None,
+        backbone_optimizer="adam",
+        head_optimizer="adam",
+        backbone_epochs=10,
+        head_epochs=10,
+        loss=None,
+        metrics=None,
+        adapter=True,
+        input_shape=None,
+        compile_options=None,
+    ):
+        _check_model("teacher", teacher)
+        _check_model("student", student)
+        self.teacher = teacher
+        self.student = student
+        self.teacher_stages, self.student_stages = self._stage_pairs(stages)
+        self.num_stages = len(self.student_stages)
+        self.backbone_optimizer = _optimizer_spec("backbone_optimizer", backbone_optimizer)
+        self.head_optimizer = _optimizer_spec("head_optimizer", head_optimizer)
+        self.backbone_epochs = self._epochs_per_stage(backbone_epochs, "backbone_epochs")
+        self.head_epochs = _check_epochs("head_epochs", head_epochs)
+        self.loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.metrics = list(metrics) if metrics is not None else ["accuracy"]
+        if compile_options is not None and not isinstance(compile_options, dict):
+            raise TypeError(
+                "`compile_options` must be a dict of keras.Model.compile "
+                f"arguments; got {compile_options!r}."
+            )
+        self.compile_options = dict(compile_options or {})
+
+        self.teacher_extractors = stage_models(teacher, self.teacher_stages)
+        self.student_extractors = (
+            stage_models(student, self.student_stages)
+            if _is_functional(student) or hasattr(student, "stage_outputs")
+            else None
+        )
+        self.stages, self.head = student_parts(
+            student, self.student_stages if _is_functional(student) else None
+        )
+        if len(self.stages) != self.num_stages:
+            raise ValueError(
+                f"student has {len(self.stages)} stages but "
+                f"{self.num_stages} stage pairs were given."
+            )
+        t_shapes = self._feature_shapes(self.teacher_extractors, input_shape)
+        s_shapes = self._student_shapes(input_shape)
+        self.feature_losses = []
+        for k, (tn, sn, ts, ss) in enumerate(
+            zip(self.teacher_stages, self.student_stages, t_shapes, s_shapes), 1
+        ):
+            loss_k = FeatureMSE(tn, sn, adapter=adapter, name=f"sskd_stage{k}")
+            loss_k.build_adapter(ts, ss)
+            self.feature_losses.append(loss_k)
+
+    @property
+    def adapters(self):
+        """The adapters `A_1..A_K` (None where shapes already match)."""
+        return [loss.adapter for loss in self.feature_losses]
+
+    # ------------------------------------------------------------ set-up
+    def _stage_pairs(self, stages):
+        if stages is None:
+            t_names = default_stages(self.teacher)
+            s_names = default_stages(self.student)
+            if len(t_names) != len(s_names):
+                raise ValueError(
+                    f"teacher has {len(t_names)} stages {t_names} and student "
+                    f"{len(s_names)} {s_names}; pass `stages` as a list of "
+                    "(teacher_name, student_name) pairs."
+                )
+            return list(t_names), list(s_names)
+        if isinstance(stages, str) or not isinstance(stages, (list, tuple)) or not stages:
+            raise TypeError(
+                "`stages` must be None, a non-empty list of layer names, or a "
+                f"list of (teacher_name, student_name) pairs; got {stages!r}."
+            )
+        t_names, s_names = [], []
+        for item in stages:
+            if isinstance(item, str):
+                t_names.append(item)
+                s_names.append(item)
+            elif isinstance(item, (list, tuple)) and len(item) == 2:
+                t_names.append(item[0])
+                s_names.append(item[1])
+            else:
+                raise TypeError(
+                    "`stages` entries must be layer names or (teacher_name, "
+                    f"student_name) pairs; got {item!r}."
+                )
+        return t_names, s_names
+
+    def _epochs_per_stage(self, epochs, arg):
+        if isinstance(epochs, (list, tuple)):
+            if len(epochs) != self.num_stages:
+                raise ValueError(
+                    f"`{arg}` needs one value per stage ({self.num_stages}); "
+                    f"got {list(epochs)}."
+                )
+            return [_check_epochs(arg, e) for e in epochs]
+        return [_check_epochs(arg, epochs)] * self.num_stages
+
+    def _feature_shapes(self, extractors, input_shape):
+        shapes = []
+        for extractor in extractors:
+            if _is_functional(extractor):
+                shapes.append(tuple(extractor.output.shape[1:]))
+            else:
+                if input_shape is None:
+                    raise ValueError(
+                        "`input_shape` is required for subclassed models (to "
+                        "infer the stage feature shapes)."
+                    )
+                out = extractor(ops.zeros((2,) + tuple(input_shape)), training=False)
+                shapes.append(tuple(out.shape[1:]))
+        return shapes
+
+    def _student_shapes(self, input_shape):
+        if _is_functional(self.student):
+            return [tuple(stage.output.shape[1:]) for stage in self.stages]
+        if input_shape is None:
+            raise ValueError(
+                "`input_shape` is required for subclassed models (to infer "
+                "the stage feature shapes)."
+            )
+        x = ops.zeros((2,) + tuple(input_shape))
+        shapes = []
+        for stage in self.stages:
+            x = stage(x, training=False)
+            shapes.append(tuple(x.shape[1:]))
+        return shapes
+
+    def _prefix(self, k):
+        """Frozen stages 1..k-1 (as one model), or None for k == 1."""
+        if k == 1:
+            return None
+        if self.student_extractors is not None and _is_functional(self.student):
+            return self.student_extractors[k - 2]
+        return _Chain(self.stages[: k - 1], name=f"{self.student.name}_prefix{k - 1}")
+
+    def phase_model(self, phase):
+        """The `keras.Model` trained in `phase` (1..K backbone, K+1 head).
+
+        Args:
+            phase: 1-based phase index.
+
+        Returns:
+            An uncompiled `keras.Model`; its layers are exactly what the
+            phase computes.
+        """
+        if not 1 <= phase <= self.num_stages + 1:
+            raise ValueError(
+                f"`phase` must be in [1, {self.num_stages + 1}]; got {phase}."
+            )
+        if phase <= self.num_stages:
+            return _BackbonePhase(
+                self.teacher_extractors[phase - 1],
+                self._prefix(phase),
+                self.stages[phase - 1],
+                self.feature_losses[phase - 1],
+                name=f"sskd_phase{phase}",
+            )
+        backbone = self._prefix(self.num_stages + 1)
+        return _HeadPhase(backbone, self.head, name="sskd_head")
+
+    # -------------------------------------------------------------- fit
+    def fit(
+        self,
+        x,
+        y=None,
+        epochs_per_stage=None,
+        head_epochs=None,
+        x_unlabeled=None,
+        validation_data=None,
+        checkpoint_dir=None,
+        batch_size=32,
+        callbacks=None,
+        verbose="auto",
+    ):
+        """Runs the K backbone phases, then the head phase.
+
+        Args:
+            x: inputs (array), or a `tf.data.Dataset` of `(x, y)` batches
+                (or of `x` batches when only backbone phases run).
+            y: labels for array `x`; needed for the head phase only.
+            epochs_per_stage: epochs of each backbone phase (int or one per
+                stage); defaults to the constructor's `backbone_epochs`.
+            head_epochs: epochs of the head phase; defaults to the
+                constructor's `head_epochs`. 0 skips the head.
+            x_unlabeled: extra inputs (array or dataset of input batches)
+                used by the backbone phases only.
+            validation_data: `(x_val, y_val)` arrays or a dataset of
+                `(x, y)` batches; backbone phases report their feature loss
+                on `x_val`, the head phase its loss and metrics.
+            checkpoint_dir: directory where a checkpoint is written
+                atomically after every epoch; if it holds one, training
+                resumes at the phase and epoch where it stopped.
+            batch_size: batch size for array inputs.
+            callbacks: Keras callbacks passed to every phase's `fit`.
+            verbose: Keras verbosity.
+
+        Returns:
+            A dict mapping phase names ("stage1", ..., "head") to the Keras
+            history dicts of the phases run by this call.
+        """
+        epochs = (
+            self.backbone_epochs
+            if epochs_per_stage is None
+            else self._epochs_per_stage(epochs_per_stage, "epochs_per_stage")
+        )
+        head_epochs = self.head_epochs if head_epochs is None else _check_epochs(
+            "head_epochs", head_epochs
+        )
+        all_epochs = list(epochs) + [head_epochs]
+        is_dataset = _is_dataset(x)
+        if not is_dataset:
+            x = _as_array("x", x)
+            if y is None and head_epochs > 0:
+                raise ValueError(
+                    "`y` (labels) is required for the head phase; pass y, or "
+                    "head_epochs=0 to train only the backbone."
+                )
+        if x_unlabeled is not None and not _is_dataset(x_unlabeled):
+            x_unlabeled = _as_array("x_unlabeled", x_unlabeled)
+        start_phase, start_epoch = 1, 0
+        if checkpoint_dir is not None:
+            os.makedirs(checkpoint_dir, exist_ok=True)
+            state = self._load_checkpoint(checkpoint_dir)
+            if state is not None:
+                start_phase, start_epoch = state["phase"], state["epochs_done"]
+                if start_epoch >= all_epochs[start_phase - 1]:
+                    start_phase, start_epoch = start_phase + 1, 0
+        total = self.num_stages + 1
+        histories = {}
+        for phase in range(start_phase, total + 1):
+            initial = start_epoch if phase == start_phase else 0
+            n_epochs = all_epochs[phase - 1]
+            if initial >= n_epochs:
+                continue
+            is_head = phase == total
+            name = "head" if is_head else self.student_stages[phase - 1]
+            if verbose:
+                what = (
+                    "head (backbone frozen, task loss on labels)"
+                    if is_head
+                    else f"stage {phase}: student {name!r} -> teacher "
+                    f"{self.teacher_stages[phase - 1]!r}"
+                )
+                resumed = f", resuming at epoch {initial + 1}" if initial else ""
+                print(f"Phase {phase} of {total}: {what}, {n_epochs} epochs{resumed}")
+            model = self.phase_model(phase)
+            optimizer = _make_optimizer(
+                self.head_optimizer if is_head else self.backbone_optimizer
+            )
+            frozen = self._freeze_except(None if is_head else phase - 1, is_head)
+            try:
+                if is_head:
+                    model.compile(
+                        optimizer=optimizer, loss=self.loss, metrics=self.metrics,
+                        **self.compile_options,
+                    )
+                    data = _labelled(x, y)
+                    val = validation_data
+                else:
+                    model.compile(optimizer=optimizer, loss=None, **self.compile_options)
+                    data = _inputs_only(x, x_unlabeled, batch_size)
+                    val = _inputs_only(validation_data, None, batch_size) if validation_data is not None else None
+                if initial and checkpoint_dir is not None:
+                    optimizer.build(model.trainable_variables)
+                    self._restore_optimizer(checkpoint_dir, optimizer)
+                phase_callbacks = list(callbacks or [])
+                if checkpoint_dir is not None:
+                    phase_callbacks.insert(0, _Checkpoint(self, checkpoint_dir, phase))
+                fit_kwargs = {}
+                if not _is_dataset(data):
+                    fit_kwargs["batch_size"] = batch_size
+                if is_head:
+                    fit_args = (data[0], data[1]) if isinstance(data, tuple) else (data,)
+                else:
+                    fit_args = (data,)
+                history = model.fit(
+                    *fit_args, epochs=n_epochs, initial_epoch=initial,
+                    validation_data=val, callbacks=phase_callbacks,
+                    verbose=verbose, **fit_kwargs,
+                )
+            finally:
+                _restore_trainable(frozen)
+            histories[name] = history.history
+        return histories
+
+    def _freeze_except(self, stage_index, head):
+        """Makes only stage `stage_index` (or the head) trainable."""
+        layers = _all_layers(self.student) + _all_layers(self.teacher)
+        snapshot = [(layer, layer.trainable) for layer in layers]
+        self.teacher.trainable = False
+        for layer in _all_layers(self.student):
+            layer.trainable = False
+        part = self.head if head else self.stages[stage_index]
+        part.trainable = True
+        for layer in _all_layers(part):
+            layer.trainable = True
+        return snapshot
+
+    # ------------------------------------------------------- checkpoints
+    def _state_variables(self):
+        variables = list(self.student.weights)
+        for adapter in self.adapters:
+            if adapter is not None:
+                variables.extend(adapter.weights)
+        return variables
+
+    def _fingerprint(self):
+        return {
+            "teacher_stages": self.teacher_stages,
+            "student_stages": self.student_stages,
+            "shapes": [list(v.shape) for v in self._state_variables()],
+        }
+
+    def _save_checkpoint(self, directory, phase, epochs_done, optimizer):
+        meta = {
+            "version": 1,
+            "phase": phase,
+            "epochs_done": epochs_done,
+            **self._fingerprint(),
+        }
+        arrays = {"meta": np.array(json.dumps(meta))}
+        for i, v in enumerate(self._state_variables()):
+            arrays[f"w{i}"] = keras.ops.convert_to_numpy(v)
+        for i, v in enumerate(optimizer.variables):
+            arrays[f"o{i}"] = keras.ops.convert_to_numpy(v)
+        path = os.path.join(directory, CHECKPOINT_FILE)
+        with _atomic_file(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def _load_checkpoint(self, directory):
+        path = os.path.join(directory, CHECKPOINT_FILE)
+        if not os.path.exists(path):
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            expected = self._fingerprint()
+            if any(meta.get(k) != v for k, v in expected.items()):
+                raise ValueError(
+                    f"checkpoint_dir: {path!r} was written for other models or "
+                    f"stages ({meta.get('teacher_stages')} -> "
+                    f"{meta.get('student_stages')}); use another directory."
+                )
+            for i, v in enumerate(self._state_variables()):
+                v.assign(data[f"w{i}"])
+        return meta
+
+    def _restore_optimizer(self, directory, optimizer):
+        path = os.path.join(directory, CHECKPOINT_FILE)
+        with np.load(path, allow_pickle=False) as data:
+            names = [k for k in data.files if k.startswith("o")]
+            if len(names) != len(optimizer.variables):
+                raise ValueError(
+                    f"checkpoint_dir: optimizer state in {path!r} does not fit "
+                    "the optimizer of this phase."
+                )
+            for i, v in enumerate(optimizer.variables):
+                v.assign(data[f"o{i}"])
+
+
+# ---------------------------------------------------------------- helpers
+def _all_layers(model):
+    return list(model._flatten_layers(include_self=True, recursive=True))
+
+
+def _restore_trainable(snapshot):
+    for layer, flag in snapshot:
+        layer.trainable = flag
+    # Re-assert children after parents (the setter recurses).
+    for layer, flag in snapshot:
+        if layer.trainable != flag:
+            layer.trainable = flag
+
+
+def _check_epochs(arg, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"`{arg}` must be an int >= 0; got {value!r}.")
+    return int(value)
+
+
+def _optimizer_spec(arg, optimizer):
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return keras.saving.serialize_keras_object(optimizer)
+    if isinstance(optimizer, (str, dict)) or callable(optimizer):
+        return optimizer
+    raise TypeError(
+        f"`{arg}` must be an optimizer name, config, instance or factory; got "
+        f"{optimizer!r}."
+    )
+
+
+def _make_optimizer(spec):
+    """A fresh optimizer for one phase."""
+    if isinstance(spec, dict):
+        return keras.saving.deserialize_keras_object(spec)
+    if isinstance(spec, str):
+        return keras.optimizers.get(spec)
+    return spec()
+
+
+def _is_dataset(x):
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(x, tf.data.Dataset)
+
+
+def _as_array(arg, x):
+    if isinstance(x, (list, tuple)):
+        raise TypeError(f"`{arg}` must be one array or a tf.data.Dataset.")
+    try:
+        return np.asarray(x)
+    except Exception as e:  # pragma: no cover
+        raise TypeError(f"`{arg}` must be an array; got {type(x).__name__}.") from e
+
+
+def _labelled(x, y):
+    if _is_dataset(x):
+        return x
+    return (x, np.asarray(y))
+
+
+def _inputs_only(x, x_unlabeled, batch_size):
+    """Inputs for a backbone phase: labels dropped, extra inputs appended."""
+    validation = isinstance(x, (tuple, list))
+    if validation:  # validation data (x, y) or (x,)
+        x = x[0]
+    if not _is_dataset(x) and (x_unlabeled is None or not _is_dataset(x_unlabeled)):
+        x = np.asarray(x)
+        if x_unlabeled is not None:
+            x = np.concatenate([x, x_unlabeled], axis=0)
+        return (x,) if validation else x
+    import tensorflow as tf
+
+    if not _is_dataset(x):
+        x = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+    x = x.map(lambda *e: e[0])
+    if x_unlabeled is not None:
+        if not _is_dataset(x_unlabeled):
+            x_unlabeled = tf.data.Dataset.from_tensor_slices(x_unlabeled).batch(batch_size)
+        x = x.concatenate(x_unlabeled.map(lambda *e: e[0]))
+    return x
+
+
+def _atomic_file(path):
+    try:
+        from kdtf.export.atomic import atomic_path
+    except ImportError:  # pragma: no cover
+        return _replace_file(path)
+    return atomic_path(path, overwrite=True)
+
+
+class _replace_file:
+    """tmp file + os.replace, when kdtf.export.atomic is not available."""
+
+    def __init__(self, path):
+        self.path = path
+        self.tmp = path + ".tmp"
+
+    def __enter__(self):
+        return self.tmp
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        elif os.path.exists(self.tmp):
+            os.remove(self.tmp)
+        return False
