@@ -64,6 +64,14 @@ def kdtf_py_tests(slow = None, exclude = None, deps = None, data = None):
     """
     slow = slow or []
     files = native.glob(["test_*.py"], exclude = exclude or [])
+
+    # Helper scripts and data beside the tests (e.g. a script a test runs in a
+    # subprocess, a fixture file) are in every test's runfiles.
+    helpers = native.glob(
+        ["*.py", "testdata/**", "*.json", "*.npz", "*.csv", "*.txt"],
+        exclude = ["test_*.py", "conftest.py", "BUILD"],
+    )
+    data = (data or []) + helpers
     names = [f[:-len(".py")] for f in files]
     for name in slow:
         if name not in names:
