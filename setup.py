@@ -18,6 +18,7 @@ setuptools.setup(
         "tensorflow-datasets",
         "importlib_resources",  # tensorflow-datasets imports it without declaring it
         "absl-py",
+        "tensorboard",  # TensorBoard logs of every run; TF 2.21 no longer pulls it in
         "mnist1d",
         "numpy",
     ],

@@ -19,7 +19,7 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from absl import app  # noqa: E402
+from kdtf import cli  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
@@ -154,26 +154,13 @@ def _match_input(x, model, what):
         f"expects {shape}")
 
 
-def _load_model(path):
-    import importlib
-
-    import keras
-
-    import kdtf  # noqa: F401  Registers kdtf serializables.
-
-    for module in ("kdtf.losses", "kdtf.models", "kdtf.samplers"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            pass
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
-
-
 def run(argv_flags):
     """Performs the export described by the parsed flags; returns a str."""
     from kdtf import export
 
-    model = _load_model(argv_flags.model)
+    from kdtf import experiment
+
+    model = experiment.load_model(argv_flags.model, "--model")
     if argv_flags.format == "saved_model":
         path = export.saved_model(
             model, argv_flags.output, overwrite=argv_flags.overwrite)
@@ -206,28 +193,10 @@ def run(argv_flags):
 
 
 def main(argv):
-    if len(argv) > 1:
-        _fail(f"unexpected positional arguments: {' '.join(argv[1:])}", 2)
+    del argv
     logging.set_verbosity(logging.WARNING)
-    try:
-        print(run(flags.FLAGS))
-    except (ValueError, OSError) as e:
-        _fail(str(e), 1)
-
-
-def _fail(message, status):
-    print("error: " + " ".join(str(message).split()), file=sys.stderr)
-    sys.exit(status)
-
-
-def _parse_flags(argv):
-    """Parses flags; a bad flag prints one `error:` line and exits 2."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(e, 2)
+    print(run(flags.FLAGS))
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main)

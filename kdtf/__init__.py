@@ -1,6 +1,44 @@
-"""kdtf: knowledge distillation for Keras 3 and TensorFlow."""
-from kdtf import callbacks
-from kdtf import losses
-from kdtf.distiller import Distiller
+"""kdtf: knowledge distillation for Keras 3 and TensorFlow.
+
+Public API:
+- `kdtf.Distiller`: a `keras.Model` that trains a student from a teacher.
+- `kdtf.losses`: KD, DIST and friends, `loss(teacher_outputs, student_outputs)`.
+- `kdtf.samplers`: TFP-modelled synthetic inputs (extracurricular learning).
+- `kdtf.models`, `kdtf.data`, `kdtf.metrics`, `kdtf.export`, `kdtf.callbacks`.
+- `kdtf.experiment`: the end-to-end runs behind the apps.
+
+Submodules load on first use, so `import kdtf` (and an app's `--help`) does
+not pay for importing TensorFlow.
+"""
+import importlib
 
 __version__ = "0.1.0"
+
+_SUBMODULES = (
+    "callbacks", "cli", "data", "experiment", "export", "losses", "metrics",
+    "models", "samplers",
+)
+_ATTRIBUTES = {"Distiller": "kdtf.distiller"}
+
+# Modules that register Keras-serializable classes: imported before a .keras
+# file is loaded so that every kdtf object in it can be rebuilt.
+SERIALIZABLE_MODULES = ("kdtf.distiller", "kdtf.losses", "kdtf.samplers", "kdtf.models", "kdtf.data",
+                        "kdtf.metrics")
+
+
+def register_all():
+    """Imports every kdtf module that registers Keras-serializable classes."""
+    for name in SERIALIZABLE_MODULES:
+        importlib.import_module(name)
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kdtf.{name}")
+    if name in _ATTRIBUTES:
+        return getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    raise AttributeError(f"module 'kdtf' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_SUBMODULES) + list(_ATTRIBUTES))

@@ -3,7 +3,8 @@
 Apps stay thin: they define absl flags, call `kdtf.cli.run(main)`, and pass the
 flag values into the library. Bad input raised by the library (ValueError,
 FileNotFoundError, ...) ends the app with status 1 and a one-line message on
-stderr instead of a traceback; flag syntax errors are absl's (status 1).
+stderr instead of a traceback; a flag that does not parse or validate ends it
+with status 2 and a one-line message naming the flag.
 """
 import os
 import sys
@@ -35,7 +36,13 @@ def run(main):
     Args:
         main: the app's `main(argv)`.
     """
-    from absl import app
+    from absl import app, flags
+
+    def _parse_flags(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:  # one line, status 2, no usage dump
+            fail(e, status=2)
 
     def _main(argv):
         if len(argv) > 1:
@@ -45,11 +52,18 @@ def run(main):
         except user_errors() as e:
             fail(str(e) if not isinstance(e, KeyError) else f"missing key {e}")
 
-    app.run(_main)
+    try:
+        app.run(_main, flags_parser=_parse_flags)
+    except SystemExit as e:
+        # absl exits with status 1 after printing --help; asking for help is
+        # not an error.
+        if e.code == 1 and any(a in ("--help", "-h", "--helpshort", "--helpfull") for a in sys.argv[1:]):
+            sys.exit(0)
+        raise
 
 
-def fail(message):
-    """Prints `error: message` on one line to stderr and exits with status 1."""
+def fail(message, status=1):
+    """Prints `error: message` on one line to stderr and exits with `status`."""
     message = " ".join(str(message).split())
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(status)

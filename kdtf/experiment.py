@@ -174,7 +174,7 @@ def train_teacher(cfg, splits, path=None):
     )
     _log(cfg, f"training teacher {cfg.teacher} on {cfg.dataset} for {cfg.teacher_epochs} epochs")
     teacher.fit(
-        train, validation_data=val, epochs=cfg.teacher_epochs, verbose=cfg.verbose,
+        train, validation_data=val, epochs=cfg.teacher_epochs, verbose=cfg.verbose, shuffle=False,
         callbacks=_callbacks(cfg, f"teacher_{os.path.basename(path)[:-6]}"),
     )
     save_model_atomic(teacher, path)
@@ -196,6 +196,9 @@ def load_model(path, arg="model"):
     """Loads a `.keras` file in safe mode, with errors that name `arg`."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{arg}: no such file {path!r}.")
+    import kdtf
+
+    kdtf.register_all()
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as e:  # corrupted, truncated or unsafe files
@@ -244,7 +247,7 @@ def train_student(cfg, splits, teacher, method):
     )
     _log(cfg, f"training student {cfg.student} with method={method} for {cfg.epochs} epochs")
     history = model.fit(
-        train, validation_data=val, epochs=cfg.epochs, verbose=cfg.verbose,
+        train, validation_data=val, epochs=cfg.epochs, verbose=cfg.verbose, shuffle=False,
         callbacks=_callbacks(cfg, f"student_{method}_{cfg.student}_s{cfg.seed}"),
     )
     return student, history.history
@@ -334,5 +337,55 @@ def summary(result):
 
 
 def _log(cfg, message):
-    if cfg.verbose:
-        print(f"[kdtf] {message}", file=sys.stderr, flush=True)
+    del cfg  # status lines always print; `verbose` only sets Keras progress
+    print(f"[kdtf] {message}", file=sys.stderr, flush=True)
+
+
+def study(cfg, methods, seeds):
+    """Runs `methods` over `seeds` (one teacher per seed); returns the rows.
+
+    Args:
+        cfg: a `RunConfig`; its `method`, `seed`, `compare_erm` and `export`
+            are overridden per run.
+        methods: method names, e.g. `("none", "kd", "dist")`.
+        seeds: ints.
+
+    Returns:
+        `{"teacher": [acc per seed], method: [acc per seed], ...}`, plus the
+        per-seed agreement/KL/ECE under `"details"`.
+    """
+    for method in methods:
+        _check_choice("methods", method, METHODS)
+    rows = {"teacher": [], **{m: [] for m in methods}, "details": []}
+    for seed in seeds:
+        run_cfg = dataclasses.replace(cfg, seed=seed, compare_erm=False, export="")
+        run_cfg.validate()
+        keras.utils.set_random_seed(seed)
+        full, splits = load_data(run_cfg)
+        teacher = load_or_train_teacher(run_cfg, full)
+        rows["teacher"].append(evaluate(teacher, full)["accuracy"])
+        for method in methods:
+            student, _ = train_student(dataclasses.replace(run_cfg, method=method), splits, teacher, method)
+            metrics = evaluate(student, splits, teacher)
+            rows[method].append(metrics["accuracy"])
+            rows["details"].append({"seed": seed, "method": method, **metrics})
+            _log(cfg, f"seed {seed} {method}: test accuracy {metrics['accuracy']:.4f}")
+    return rows
+
+
+def study_table(rows, command=""):
+    """A markdown table (mean +- std over seeds) of a `study` result."""
+    names = {"teacher": "teacher", "none": "student, ERM (labels only)", "kd": "student, KD",
+             "dist": "student, DIST"}
+    lines = ["| model | test accuracy (mean ± std) | per seed |", "|---|---|---|"]
+    for key, values in rows.items():
+        if key == "details":
+            continue
+        v = np.asarray(values)
+        lines.append(
+            f"| {names.get(key, key)} | {v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f} | "
+            + ", ".join(f"{a:.4f}" for a in v) + " |"
+        )
+    if command:
+        lines += ["", f"Produced by `{command}`."]
+    return "\n".join(lines)
