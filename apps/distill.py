@@ -16,12 +16,23 @@ from absl import flags  # noqa: E402
 
 from kdtf import cli  # noqa: E402
 
-_METHODS = ("none", "kd", "dist")
+_METHODS = ("none", "kd", "dist", "extracurricular")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("method", "kd", _METHODS,
                   "How the student learns: 'none' = labels only (ERM), 'kd' = Hinton's KD "
-                  "(softened-logit KL), 'dist' = DIST (Pearson relations of softened outputs).")
+                  "(softened-logit KL), 'dist' = DIST (Pearson relations of softened outputs), "
+                  "'extracurricular' = match the teacher's output distribution on real inputs "
+                  "and on synthetic inputs drawn by --sampler.")
+flags.DEFINE_enum("sampler", "mixup", ("mixup", "cutmix", "noise", "gmm", "uniform"),
+                  "Synthetic inputs for --method=extracurricular: mixup (Beta-mixed pairs), cutmix "
+                  "(pasted boxes, images only), noise (Gaussian kernel density around real inputs), "
+                  "gmm (Gaussian mixture fitted to the training inputs), uniform (input box).")
+flags.DEFINE_float("synthetic_loss_weight", 1.0,
+                   "Weight of the distillation loss on synthetic inputs relative to real ones.",
+                   lower_bound=0.0)
+flags.DEFINE_float("synthetic_ratio", 1.0, "Synthetic examples per real example in each batch.",
+                   lower_bound=0.0)
 flags.DEFINE_string("teacher", "mnist1d_cnn",
                     "Teacher: a kdtf.models name (trained on --dataset, or reused from "
                     "<workdir>/teachers/ when a teacher with the same settings exists) or a path "
@@ -69,7 +80,8 @@ def main(argv):
         label_fraction=FLAGS.label_fraction, seed=FLAGS.seed, workdir=FLAGS.workdir,
         compare_erm=FLAGS.compare_erm, export=FLAGS.export,
         quantization=None if FLAGS.quantization == "none" else FLAGS.quantization,
-        verbose=FLAGS.verbose,
+        verbose=FLAGS.verbose, sampler=FLAGS.sampler,
+        synthetic_loss_weight=FLAGS.synthetic_loss_weight, synthetic_ratio=FLAGS.synthetic_ratio,
     )
     result = experiment.run(cfg)
     print(experiment.summary(result))

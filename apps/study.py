@@ -12,7 +12,12 @@ from absl import flags  # noqa: E402
 from kdtf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("methods", ["none", "kd", "dist"], "Comma-separated methods: none, kd, dist.")
+flags.DEFINE_list("methods", ["none", "kd", "dist"],
+                  "Comma-separated methods: none, kd, dist, extracurricular.")
+flags.DEFINE_string("sampler", "mixup", "Sampler of extracurricular: mixup, cutmix, noise, gmm, uniform.")
+flags.DEFINE_float("synthetic_loss_weight", 1.0, "Weight of the synthetic distillation term.",
+                   lower_bound=0.0)
+flags.DEFINE_float("synthetic_ratio", 1.0, "Synthetic examples per real example.", lower_bound=0.0)
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Comma-separated integer seeds; one teacher per seed.")
 flags.DEFINE_string("dataset", "mnist1d", "Dataset name (see apps/distill.py --help).")
 flags.DEFINE_string("teacher", "mnist1d_cnn", "Teacher architecture (kdtf.models name).")
@@ -41,7 +46,8 @@ def main(argv):
         dataset=FLAGS.dataset, teacher=FLAGS.teacher, student=FLAGS.student, epochs=FLAGS.epochs,
         teacher_epochs=FLAGS.teacher_epochs, temperature=FLAGS.temperature,
         student_loss_weight=FLAGS.student_loss_weight, label_fraction=FLAGS.label_fraction,
-        workdir=FLAGS.workdir, verbose=0,
+        workdir=FLAGS.workdir, verbose=0, sampler=FLAGS.sampler,
+        synthetic_loss_weight=FLAGS.synthetic_loss_weight, synthetic_ratio=FLAGS.synthetic_ratio,
     )
     rows = experiment.study(cfg, FLAGS.methods, seeds)
     table = experiment.study_table(rows, command="python apps/study.py " + " ".join(sys.argv[1:]))

@@ -26,7 +26,8 @@ from kdtf import models as models_lib
 from kdtf.distiller import Distiller
 
 # Methods that `distill` knows; "none" trains the student on labels only (ERM).
-METHODS = ("none", "kd", "dist")
+METHODS = ("none", "kd", "dist", "extracurricular")
+SAMPLERS = ("mixup", "cutmix", "noise", "gmm", "uniform")
 
 
 @dataclasses.dataclass
@@ -54,6 +55,10 @@ class RunConfig:
             "" for none.
         quantization: TFLite quantization (None, "dynamic", "float16", "int8").
         verbose: Keras progress (0 silent, 1 bar, 2 a line per epoch).
+        sampler: synthetic-input sampler of "extracurricular" (`SAMPLERS`).
+        synthetic_loss_weight: weight of the distillation loss on synthetic
+            inputs relative to real ones.
+        synthetic_ratio: synthetic examples per real example in each batch.
     """
 
     method: str = "kd"
@@ -74,6 +79,9 @@ class RunConfig:
     export: str = ""
     quantization: str = None
     verbose: int = 2
+    sampler: str = "mixup"
+    synthetic_loss_weight: float = 1.0
+    synthetic_ratio: float = 1.0
 
     def validate(self):
         """Raises ValueError naming the first bad setting."""
@@ -97,6 +105,9 @@ class RunConfig:
             raise ValueError(
                 f"student_loss_weight must be in [0, 1]; got {self.student_loss_weight}."
             )
+        _check_choice("sampler", self.sampler, SAMPLERS)
+        if self.synthetic_loss_weight < 0 or self.synthetic_ratio < 0:
+            raise ValueError("synthetic_loss_weight and synthetic_ratio must be >= 0.")
         if not 0 < self.label_fraction <= 1:
             raise ValueError(f"label_fraction must be in (0, 1]; got {self.label_fraction}.")
         return self
@@ -215,19 +226,42 @@ def save_model_atomic(model, path, overwrite=True):
         os.replace(tmp + ".keras", tmp)
 
 
-def make_distiller(cfg, teacher, student, method):
-    """The `Distiller` of `method` with the settings of `cfg`."""
-    if method == "kd":
+def make_sampler(cfg, x_train):
+    """The sampler `cfg.sampler`, fitted to `x_train` where it needs fitting."""
+    from kdtf import samplers
+
+    sampler = samplers.get(cfg.sampler, seed=cfg.seed)
+    if hasattr(sampler, "fit"):
+        sampler.fit(x_train)
+    return sampler
+
+
+def make_distiller(cfg, teacher, student, method, x_train=None):
+    """The `Distiller` of `method` with the settings of `cfg`.
+
+    "extracurricular" matches the teacher's categorical output distribution
+    (temperature-softened KL, as KD) on the real batch and on as many
+    synthetic inputs from `cfg.sampler` (fitted to `x_train` if needed).
+    """
+    sampler = None
+    if method in ("kd", "extracurricular"):
         loss = losses_lib.KD(temperature=cfg.temperature)
     elif method == "dist":
         loss = losses_lib.DIST(temperature=cfg.temperature)
     else:
-        raise ValueError(f"method: {method!r} is not a distillation method; valid: kd, dist.")
+        raise ValueError(
+            f"method: {method!r} is not a distillation method; valid: kd, dist, extracurricular."
+        )
+    if method == "extracurricular":
+        sampler = make_sampler(cfg, x_train)
     return Distiller(
         teacher=teacher,
         student=student,
         distillation_losses=loss,
         student_loss_weight=cfg.student_loss_weight,
+        sampler=sampler,
+        synthetic_loss_weight=cfg.synthetic_loss_weight,
+        synthetic_ratio=cfg.synthetic_ratio,
         seed=cfg.seed,
     )
 
@@ -239,7 +273,7 @@ def train_student(cfg, splits, teacher, method):
     if method == "none":
         model = student
     else:
-        model = make_distiller(cfg, teacher, student, method)
+        model = make_distiller(cfg, teacher, student, method, splits.x_train)
     model.compile(
         optimizer=_optimizer(cfg, cfg.epochs * len(train)),
         loss=_task_loss(),
@@ -325,7 +359,8 @@ def summary(result):
     lines = [f"{'model':<22}{'accuracy':>9}{'agree':>8}{'KL':>8}{'ECE':>7}{'params':>10}"]
     t = result["teacher"]
     lines.append(f"{'teacher':<22}{t['accuracy']:>9.4f}{'':>8}{'':>8}{t['ece']:>7.3f}{t['params']:>10,}")
-    names = {"none": "student (ERM)", "kd": "student (KD)", "dist": "student (DIST)"}
+    names = {"none": "student (ERM)", "kd": "student (KD)", "dist": "student (DIST)",
+             "extracurricular": f"student (EC, {result['config']['sampler']})"}
     for method, s in result["students"].items():
         lines.append(
             f"{names.get(method, 'student (' + method + ')'):<22}{s['accuracy']:>9.4f}"
@@ -376,7 +411,7 @@ def study(cfg, methods, seeds):
 def study_table(rows, command=""):
     """A markdown table (mean +- std over seeds) of a `study` result."""
     names = {"teacher": "teacher", "none": "student, ERM (labels only)", "kd": "student, KD",
-             "dist": "student, DIST"}
+             "dist": "student, DIST", "extracurricular": "student, extracurricular"}
     lines = ["| model | test accuracy (mean ± std) | per seed |", "|---|---|---|"]
     for key, values in rows.items():
         if key == "details":
