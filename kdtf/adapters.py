@@ -18,6 +18,7 @@ distillation run returns has no adapter in it.
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -155,6 +156,33 @@ class Adapter(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + self.teacher_shape
+
+    def initialize_from_targets(self, teacher_features):
+        """Sets the BatchNorm scale and offset to the teacher's moments.
+
+        At initialisation BatchNorm outputs unit-variance, zero-mean
+        features, while teacher features can have any scale; learning the
+        scale through `gamma` and `beta` is slow. Setting `gamma` to the
+        per-channel standard deviation and `beta` to the mean of a batch of
+        teacher features makes the adapter start at the right scale.
+
+        Args:
+            teacher_features: a batch of teacher features,
+                `[B] + teacher_shape`.
+
+        Example:
+
+        >>> adapter.initialize_from_targets(teacher_stage(x_batch))
+        """
+        t = keras.ops.convert_to_numpy(teacher_features).astype("float64")
+        if tuple(t.shape[1:]) != self.teacher_shape:
+            raise ValueError(
+                f"`teacher_features` must have shape [batch] + "
+                f"{list(self.teacher_shape)}; got {tuple(t.shape)}."
+            )
+        t = t.reshape(-1, self.teacher_shape[-1])
+        self.norm.gamma.assign(t.std(axis=0).astype("float32"))
+        self.norm.beta.assign(t.mean(axis=0).astype("float32"))
 
     def get_config(self):
         return {

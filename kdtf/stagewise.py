@@ -451,6 +451,11 @@ class StagewiseDistiller:
         input_shape: shape of one input; needed only for subclassed models.
         compile_options: extra `keras.Model.compile` arguments of every
             phase, e.g. `{"jit_compile": True}` or `{"run_eagerly": True}`.
+        init_adapters: before each backbone phase, set the adapter's
+            BatchNorm scale/offset to the per-channel std/mean of the
+            teacher's features on the first batch (see
+            `Adapter.initialize_from_targets`), so that it starts at the
+            teacher's scale. Defaults to True.
 
     Example:
 
@@ -476,6 +481,7 @@ class StagewiseDistiller:
         adapter=True,
         input_shape=None,
         compile_options=None,
+        init_adapters=True,
     ):
         _check_model("teacher", teacher)
         _check_model("student", student)
@@ -495,6 +501,7 @@ class StagewiseDistiller:
                 f"arguments; got {compile_options!r}."
             )
         self.compile_options = dict(compile_options or {})
+        self.init_adapters = bool(init_adapters)
 
         self.teacher_extractors = stage_models(teacher, self.teacher_stages)
         self.student_extractors = (
@@ -716,6 +723,8 @@ class StagewiseDistiller:
                 resumed = f", resuming at epoch {initial + 1}" if initial else ""
                 print(f"Phase {phase} of {total}: {what}, {n_epochs} epochs{resumed}")
             model = self.phase_model(phase)
+            if not is_head and not initial and self.init_adapters:
+                self._init_adapter(phase, x, x_unlabeled)
             optimizer = _make_optimizer(
                 self.head_optimizer if is_head else self.backbone_optimizer
             )
@@ -754,6 +763,18 @@ class StagewiseDistiller:
                 _restore_trainable(frozen)
             histories[name] = history.history
         return histories
+
+    def _init_adapter(self, phase, x, x_unlabeled):
+        """Starts adapter k at the moments of the teacher's stage-k features."""
+        adapter = self.feature_losses[phase - 1].adapter
+        if adapter is None:
+            return
+        if _is_dataset(x):
+            batch = next(iter(_inputs_only(x, None, 256)))
+        else:
+            batch = x[:256]
+        target = self.teacher_extractors[phase - 1](batch, training=False)
+        adapter.initialize_from_targets(target)
 
     def _freeze_except(self, stage_index, head):
         """Makes only stage `stage_index` (or the head) trainable."""
@@ -941,3 +962,112 @@ class _replace_file:
         elif os.path.exists(self.tmp):
             os.remove(self.tmp)
         return False
+
+
+# ------------------------------------------------------------- app entry
+def middle_stage(model):
+    """The middle stage of a model: stage `(K + 1) // 2` of its K stages.
+
+    The usual FitNets hint layer (stage 2 of 3, stage 1 of 2).
+
+    Args:
+        model: a model with stage endpoints (`kdtf.models.stage_endpoints`).
+
+    Returns:
+        A layer name.
+
+    Example:
+
+    >>> middle_stage(kdtf.models.get("mnist1d_cnn"))
+    'stage2'
+    """
+    names = default_stages(model)
+    return names[(len(names) + 1) // 2 - 1]
+
+
+def run_sskd(
+    teacher,
+    student,
+    x_train,
+    y_train,
+    x_unlabeled=None,
+    validation_data=None,
+    epochs_per_stage=10,
+    head_epochs=10,
+    batch_size=128,
+    learning_rate=3e-3,
+    stages=None,
+    checkpoint_dir=None,
+    verbose=2,
+):
+    """Trains `student` from `teacher` with SSKD; the entry point of the apps.
+
+    Each phase uses Adam with a cosine decay of `learning_rate` to 0 over the
+    phase. The backbone phases see `x_train` plus `x_unlabeled` (inputs
+    only); the head phase sees the labelled `(x_train, y_train)`.
+
+    Args:
+        teacher: a trained `keras.Model` with stage endpoints.
+        student: the `keras.Model` to train (modified in place).
+        x_train: labelled inputs.
+        y_train: their integer labels.
+        x_unlabeled: optional extra inputs for the backbone phases (e.g.
+            `splits.x_unlabeled` after `Splits.label_budget`).
+        validation_data: optional `(x_val, y_val)`.
+        epochs_per_stage: epochs of each backbone phase (int or list).
+        head_epochs: epochs of the head phase.
+        batch_size: batch size of every phase.
+        learning_rate: peak learning rate of every phase.
+        stages: stage pairs (see `StagewiseDistiller`); default: both models'
+            `kdtf.models.stage_endpoints`.
+        checkpoint_dir: optional directory for resumable checkpoints.
+        verbose: Keras verbosity.
+
+    Returns:
+        The trained student (the same object as `student`).
+
+    Example:
+
+    ```python
+    splits = kdtf.data.load("mnist1d").label_budget(0.1, seed=0)
+    student = kdtf.stagewise.run_sskd(
+        teacher, kdtf.models.get("mnist1d_cnn_small"),
+        splits.x_train, splits.y_train, x_unlabeled=splits.x_unlabeled,
+        validation_data=(splits.x_val, splits.y_val))
+    ```
+    """
+    x_train = np.asarray(x_train)
+    n_backbone = len(x_train) + (0 if x_unlabeled is None else len(x_unlabeled))
+    backbone_steps = -(-n_backbone // batch_size)
+    head_steps = -(-len(x_train) // batch_size)
+    epochs_list = (
+        list(epochs_per_stage)
+        if isinstance(epochs_per_stage, (list, tuple))
+        else [epochs_per_stage]
+    )
+
+    def adam(steps):
+        schedule = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=max(1, steps)
+        )
+        return keras.saving.serialize_keras_object(keras.optimizers.Adam(schedule))
+
+    sskd = StagewiseDistiller(
+        teacher,
+        student,
+        stages=stages,
+        backbone_optimizer=adam(max(epochs_list) * backbone_steps),
+        head_optimizer=adam(head_epochs * head_steps),
+        backbone_epochs=epochs_per_stage,
+        head_epochs=head_epochs,
+    )
+    sskd.fit(
+        x_train,
+        y_train,
+        x_unlabeled=x_unlabeled,
+        validation_data=validation_data,
+        checkpoint_dir=checkpoint_dir,
+        batch_size=batch_size,
+        verbose=verbose,
+    )
+    return student

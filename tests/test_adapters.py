@@ -87,3 +87,16 @@ def test_wrong_input_shape_is_an_error():
     adapter = adapters.Adapter((8,), (4,))
     with pytest.raises(ValueError, match="expects inputs of shape"):
         adapter(np.zeros((2, 5), "float32"))
+
+
+def test_initialize_from_targets_matches_teacher_moments():
+    adapter = adapters.make_adapter((10, 4), (10, 2))
+    rng = np.random.default_rng(0)
+    target = (rng.normal(size=(16, 10, 4)) * [0.1, 1.0, 3.0, 0.5] + [0.0, 2.0, -1.0, 5.0]).astype("float32")
+    adapter.initialize_from_targets(target)
+    out = adapter(rng.normal(size=(16, 10, 2)).astype("float32"), training=True).numpy()
+    flat_t, flat_o = target.reshape(-1, 4), out.reshape(-1, 4)
+    np.testing.assert_allclose(flat_o.mean(0), flat_t.mean(0), atol=1e-4)
+    np.testing.assert_allclose(flat_o.std(0), flat_t.std(0), rtol=3e-2)  # BN eps
+    with pytest.raises(ValueError, match="teacher_features"):
+        adapter.initialize_from_targets(np.zeros((2, 10, 3), "float32"))

@@ -1,0 +1,1 @@
+"""Reproducible result studies behind the tables in `results/`."""
