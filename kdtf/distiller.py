@@ -4,6 +4,7 @@ from keras import ops
 
 from kdtf import losses as losses_lib
 from kdtf.backend import get_step_functions
+from kdtf.losses.base import shapes_compatible
 
 
 @keras.saving.register_keras_serializable(package="kdtf")
@@ -487,9 +488,7 @@ def _check_compatible(teacher, student):
             )
         for a, b in zip(t, s):
             ta, sb = tuple(a.shape[1:]), tuple(b.shape[1:])
-            if len(ta) != len(sb) or any(
-                p is not None and q is not None and p != q for p, q in zip(ta, sb)
-            ):
+            if not shapes_compatible(ta, sb):
                 what = "outputs (classes)" if kind == "outputs" else "inputs"
                 raise ValueError(
                     f"teacher and student have incompatible {what}: teacher "

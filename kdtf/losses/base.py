@@ -46,14 +46,19 @@ def _as_float32(x):
     )
 
 
+def shapes_compatible(a, b):
+    """True when two static shapes agree wherever both dimensions are known."""
+    a, b = tuple(a), tuple(b)
+    return len(a) == len(b) and all(
+        p is None or q is None or p == q for p, q in zip(a, b)
+    )
+
+
 def check_same_shape(teacher_outputs, student_outputs, loss_name):
     """Raises a ValueError when static teacher and student shapes disagree."""
     t_shape = tuple(teacher_outputs.shape)
     s_shape = tuple(student_outputs.shape)
-    if len(t_shape) != len(s_shape) or any(
-        a is not None and b is not None and a != b
-        for a, b in zip(t_shape, s_shape)
-    ):
+    if not shapes_compatible(t_shape, s_shape):
         raise ValueError(
             f"{loss_name}: teacher_outputs and student_outputs must have the "
             f"same shape; got teacher_outputs {t_shape} and student_outputs "
