@@ -2,11 +2,13 @@
 
 Samplers draw extra inputs `x~` from a TensorFlow-Probability model of the
 input distribution, on the device and inside a compiled train step. See
-`Sampler` for the call convention.
+`Sampler` for the call convention. `Pool` draws real unlabelled inputs
+from a fixed pool (the "oracle", or distilling on unlabelled data).
 
 XLA (`tf.function(jit_compile=True)`) support, checked in
-tests/samplers: Mixup, CutMix, GaussianNoise, GaussianMixture, UniformBox
-and Mixture all compile with XLA on the TensorFlow backend.
+tests/samplers: Mixup, CutMix, GaussianNoise, GaussianMixture (all
+covariance types), UniformBox, Pool and Mixture all compile with XLA on the
+TensorFlow backend.
 """
 
 import keras
@@ -18,6 +20,7 @@ from kdtf.samplers.mixture import Compose
 from kdtf.samplers.mixture import Mixture
 from kdtf.samplers.mixup import Mixup
 from kdtf.samplers.noise import GaussianNoise
+from kdtf.samplers.pool import Pool
 from kdtf.samplers.uniform import UniformBox
 
 _NAMES = {
@@ -26,6 +29,7 @@ _NAMES = {
     "noise": GaussianNoise,
     "gmm": GaussianMixture,
     "uniform": UniformBox,
+    "pool": Pool,
 }
 _ALIASES = {
     "gaussian_noise": "noise",
@@ -38,8 +42,9 @@ def get(identifier, **kwargs):
     """Returns a sampler from a name, a config dict or a `Sampler`.
 
     Args:
-        identifier: one of "mixup", "cutmix", "noise", "gmm", "uniform"
-            (aliases: "gaussian_noise", "gaussian_mixture", "uniform_box");
+        identifier: one of "mixup", "cutmix", "noise", "gmm", "uniform",
+            "pool" (aliases: "gaussian_noise", "gaussian_mixture",
+            "uniform_box");
             a dict from `keras.saving.serialize_keras_object`; or a `Sampler`
             instance (returned as is).
         **kwargs: constructor arguments when `identifier` is a name.
@@ -88,6 +93,7 @@ __all__ = [
     "GaussianNoise",
     "GaussianMixture",
     "UniformBox",
+    "Pool",
     "Mixture",
     "Compose",
     "get",
