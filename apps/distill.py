@@ -16,14 +16,26 @@ from absl import flags  # noqa: E402
 
 from kdtf import cli  # noqa: E402
 
-_METHODS = ("none", "kd", "dist", "extracurricular")
+_METHODS = ("none", "kd", "dist", "extracurricular", "fitnets", "sskd")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("method", "kd", _METHODS,
                   "How the student learns: 'none' = labels only (ERM), 'kd' = Hinton's KD "
                   "(softened-logit KL), 'dist' = DIST (Pearson relations of softened outputs), "
                   "'extracurricular' = match the teacher's output distribution on real inputs "
-                  "and on synthetic inputs drawn by --sampler.")
+                  "and on synthetic inputs drawn by --sampler, 'fitnets' = task loss plus "
+                  "--feature_weight times a feature MSE at one stage (--stages), 'sskd' = "
+                  "stage-by-stage backbone mimicking (--stage_epochs each), then --epochs of "
+                  "head training.")
+flags.DEFINE_float("feature_weight", 1.0,
+                   "Weight of the FitNets feature loss (--method=fitnets).", lower_bound=0.0)
+flags.DEFINE_string("stages", "",
+                    "Stage endpoints for --method=fitnets|sskd: comma-separated layer names that "
+                    "both models have ('stage1,stage2') or teacher:student pairs ('stage3:stage2'). "
+                    "Empty: the models' own stage endpoints (fitnets uses the middle one). An "
+                    "unknown name is an error that lists the valid ones.")
+flags.DEFINE_integer("stage_epochs", 10, "Epochs of each SSKD backbone phase (--method=sskd).",
+                     lower_bound=1)
 flags.DEFINE_enum("sampler", "mixup", ("mixup", "cutmix", "noise", "gmm", "uniform"),
                   "Synthetic inputs for --method=extracurricular: mixup (Beta-mixed pairs), cutmix "
                   "(pasted boxes, images only), noise (Gaussian kernel density around real inputs), "
@@ -82,6 +94,7 @@ def main(argv):
         quantization=None if FLAGS.quantization == "none" else FLAGS.quantization,
         verbose=FLAGS.verbose, sampler=FLAGS.sampler,
         synthetic_loss_weight=FLAGS.synthetic_loss_weight, synthetic_ratio=FLAGS.synthetic_ratio,
+        feature_weight=FLAGS.feature_weight, stages=FLAGS.stages, stage_epochs=FLAGS.stage_epochs,
     )
     result = experiment.run(cfg)
     print(experiment.summary(result))

@@ -2,6 +2,8 @@
 
 Public API:
 - `kdtf.Distiller`: a `keras.Model` that trains a student from a teacher.
+- `kdtf.StagewiseDistiller`: SSKD, stage-by-stage backbone mimicking, then the head.
+- `kdtf.heads`: categorical and Gaussian output heads; `kdtf.adapters`: feature adapters.
 - `kdtf.losses`: KD, DIST and friends, `loss(teacher_outputs, student_outputs)`.
 - `kdtf.samplers`: TFP-modelled synthetic inputs (extracurricular learning).
 - `kdtf.models`, `kdtf.data`, `kdtf.metrics`, `kdtf.export`, `kdtf.callbacks`.
@@ -15,15 +17,15 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "callbacks", "cli", "data", "experiment", "export", "losses", "metrics",
-    "models", "samplers",
+    "adapters", "callbacks", "cli", "data", "experiment", "export", "heads",
+    "losses", "metrics", "models", "regression", "samplers", "stagewise",
 )
-_ATTRIBUTES = {"Distiller": "kdtf.distiller"}
+_ATTRIBUTES = {"Distiller": "kdtf.distiller", "StagewiseDistiller": "kdtf.stagewise"}
 
 # Modules that register Keras-serializable classes: imported before a .keras
 # file is loaded so that every kdtf object in it can be rebuilt.
 SERIALIZABLE_MODULES = ("kdtf.distiller", "kdtf.losses", "kdtf.samplers", "kdtf.models", "kdtf.data",
-                        "kdtf.metrics")
+                        "kdtf.metrics", "kdtf.heads", "kdtf.adapters")
 
 
 def register_all():

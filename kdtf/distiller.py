@@ -1,9 +1,12 @@
 """The `Distiller`: a `keras.Model` that trains a student from a teacher."""
+import inspect
+
 import keras
 from keras import ops
 
 from kdtf import losses as losses_lib
 from kdtf.backend import get_step_functions
+from kdtf import heads
 from kdtf.losses.base import shapes_compatible
 
 
@@ -106,6 +109,9 @@ class Distiller(keras.Model):
         self.distillation_losses = [
             losses_lib.get(loss) for loss in distillation_losses
         ]
+        # A regression (GaussianHead) model on one side only, or a Gaussian
+        # loss on a classifier, is an error here rather than a shape surprise.
+        heads.check_compatible(teacher, student, self.distillation_losses)
         if distillation_loss_weights is None:
             distillation_loss_weights = [1.0] * len(self.distillation_losses)
         elif not isinstance(distillation_loss_weights, (list, tuple)):
@@ -269,7 +275,8 @@ class Distiller(keras.Model):
         return ops.concatenate([x, x_syn], axis=0), num_real
 
     def compute_distillation_loss(
-        self, y, teacher_outputs, student_outputs, num_real, sample_weight=None
+        self, y, teacher_outputs, student_outputs, num_real, sample_weight=None,
+        training=True,
     ):
         """The objective of one step, shared by every backend's train step.
 
@@ -281,6 +288,8 @@ class Distiller(keras.Model):
             num_real: how many leading rows are real inputs, the rest being
                 synthetic; None when all rows are real.
             sample_weight: optional weights of the real inputs.
+            training: whether trainable parts of the losses (feature
+                adapters and their BatchNorm) run in training mode.
 
         Returns:
             `(total_loss, terms, student_real_outputs)` where the losses are
@@ -308,14 +317,16 @@ class Distiller(keras.Model):
             )
         terms["student_loss"] = student_loss
         terms["distillation_loss"] = self._weighted_distillation(
-            t_real, s_real, sample_weight
+            t_real, s_real, sample_weight, training=training
         )
         total = (
             self.student_loss_weight * student_loss
             + (1.0 - self.student_loss_weight) * terms["distillation_loss"]
         )
         if has_synthetic:
-            terms["synthetic_loss"] = self._weighted_distillation(t_syn, s_syn)
+            terms["synthetic_loss"] = self._weighted_distillation(
+                t_syn, s_syn, training=training
+            )
             total = total + (
                 (1.0 - self.student_loss_weight)
                 * self.synthetic_loss_weight
@@ -323,15 +334,19 @@ class Distiller(keras.Model):
             )
         return total, terms, s_real[_OUTPUT]
 
-    def _weighted_distillation(self, teacher_outputs, student_outputs, sample_weight=None):
+    def _weighted_distillation(
+        self, teacher_outputs, student_outputs, sample_weight=None, training=True
+    ):
         total = ops.zeros((), dtype="float32")
         for loss, weight in zip(
             self.distillation_losses, self.distillation_loss_weights
         ):
+            kwargs = {"training": training} if _accepts_training(loss) else {}
             value = loss(
                 teacher_outputs[_feature_name(loss, "teacher") or _OUTPUT],
                 student_outputs[_feature_name(loss, "student") or _OUTPUT],
                 sample_weight=sample_weight,
+                **kwargs,
             )
             total = total + weight * ops.cast(value, "float32")
         return total
@@ -453,6 +468,14 @@ def _unscale_for_replicas(value):
     from keras.src.losses import loss as keras_loss
 
     return keras_loss.unscale_loss_for_distribution(value)
+
+
+def _accepts_training(loss):
+    """Whether `loss.__call__` takes `training` (losses with adapters do)."""
+    try:
+        return "training" in inspect.signature(loss.__call__).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_model(arg, model):

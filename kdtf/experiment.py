@@ -26,7 +26,7 @@ from kdtf import models as models_lib
 from kdtf.distiller import Distiller
 
 # Methods that `distill` knows; "none" trains the student on labels only (ERM).
-METHODS = ("none", "kd", "dist", "extracurricular")
+METHODS = ("none", "kd", "dist", "extracurricular", "fitnets", "sskd")
 SAMPLERS = ("mixup", "cutmix", "noise", "gmm", "uniform")
 
 
@@ -59,6 +59,13 @@ class RunConfig:
         synthetic_loss_weight: weight of the distillation loss on synthetic
             inputs relative to real ones.
         synthetic_ratio: synthetic examples per real example in each batch.
+        feature_weight: weight of the FitNets feature loss (method "fitnets").
+        stages: stage endpoints for "fitnets" / "sskd": comma-separated
+            layer names shared by both models ("stage1,stage2") or
+            "teacher_layer:student_layer" pairs; "" for the models' own
+            stage endpoints ("fitnets" uses the middle one).
+        stage_epochs: epochs of each SSKD backbone phase; `epochs` is then
+            the number of epochs of the head phase.
     """
 
     method: str = "kd"
@@ -82,6 +89,9 @@ class RunConfig:
     sampler: str = "mixup"
     synthetic_loss_weight: float = 1.0
     synthetic_ratio: float = 1.0
+    feature_weight: float = 1.0
+    stages: str = ""
+    stage_epochs: int = 10
 
     def validate(self):
         """Raises ValueError naming the first bad setting."""
@@ -110,7 +120,80 @@ class RunConfig:
             raise ValueError("synthetic_loss_weight and synthetic_ratio must be >= 0.")
         if not 0 < self.label_fraction <= 1:
             raise ValueError(f"label_fraction must be in (0, 1]; got {self.label_fraction}.")
+        if not self.feature_weight >= 0:
+            raise ValueError(f"feature_weight must be >= 0; got {self.feature_weight}.")
+        if int(self.stage_epochs) < 1:
+            raise ValueError(f"stage_epochs must be >= 1; got {self.stage_epochs}.")
+        parse_stages(self.stages)
         return self
+
+
+def parse_stages(spec):
+    """Parses the `stages` setting: None, or a list of names / name pairs.
+
+    Args:
+        spec: "" (the models' own stage endpoints), "stage1,stage2" (the same
+            layer names in teacher and student) or "t_layer:s_layer,..."
+            pairs; a list is returned unchanged.
+
+    Returns:
+        None or a list whose items are layer names or (teacher, student)
+        pairs, as `kdtf.StagewiseDistiller(stages=...)` takes them.
+
+    Example:
+
+    >>> parse_stages("stage1,conv3:stage2")
+    ['stage1', ('conv3', 'stage2')]
+    """
+    if spec is None or isinstance(spec, (list, tuple)):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"stages must be a str; got {spec!r}.")
+    if not spec.strip():
+        return None
+    stages = []
+    for item in spec.split(","):
+        parts = [p.strip() for p in item.split(":")]
+        if not all(parts) or len(parts) > 2:
+            raise ValueError(
+                f"stages: cannot parse {item.strip()!r} in {spec!r}; give comma-separated "
+                "layer names ('stage1,stage2') or teacher:student pairs ('stage2:stage1')."
+            )
+        stages.append(parts[0] if len(parts) == 1 else tuple(parts))
+    return stages
+
+
+def check_stages(teacher, student, stages):
+    """Raises ValueError naming `stages` when a layer is not in its model.
+
+    Args:
+        teacher: the teacher `keras.Model`.
+        student: the student `keras.Model`.
+        stages: the output of `parse_stages` (None passes).
+
+    Returns:
+        `(teacher_names, student_names)`.
+    """
+    if stages is None:
+        return None
+    pairs = [(s, s) if isinstance(s, str) else tuple(s) for s in stages]
+    for role, model, names in (
+        ("teacher", teacher, [p[0] for p in pairs]),
+        ("student", student, [p[1] for p in pairs]),
+    ):
+        layers = [layer.name for layer in model.layers]
+        for name in names:
+            if name not in layers:
+                try:
+                    valid = models_lib.stage_endpoints(model)
+                    hint = f"its stage endpoints are {', '.join(valid)}; other layers: "
+                except ValueError:
+                    hint = "its layers: "
+                raise ValueError(
+                    f"stages: the {role} {model.name!r} has no layer {name!r}; "
+                    f"{hint}{', '.join(layers)}."
+                )
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def _check_choice(name, value, valid, prefixes=()):
@@ -236,24 +319,46 @@ def make_sampler(cfg, x_train):
     return sampler
 
 
-def make_distiller(cfg, teacher, student, method, x_train=None):
+def make_distiller(cfg, teacher, student, method, x_train=None, sampler=None):
     """The `Distiller` of `method` with the settings of `cfg`.
 
     "extracurricular" matches the teacher's categorical output distribution
     (temperature-softened KL, as KD) on the real batch and on as many
-    synthetic inputs from `cfg.sampler` (fitted to `x_train` if needed).
+    synthetic inputs from `cfg.sampler` (fitted to `x_train` if needed), or
+    from `sampler` when one is given.
     """
-    sampler = None
+    if method == "fitnets":
+        from kdtf import stagewise
+        from kdtf.losses.feature import FeatureMSE
+
+        names = check_stages(teacher, student, parse_stages(cfg.stages))
+        if names is None:
+            pair = (stagewise.middle_stage(teacher), stagewise.middle_stage(student))
+        elif len(names[0]) == 1:
+            pair = (names[0][0], names[1][0])
+        else:
+            raise ValueError(f"stages: fitnets matches one stage; got {cfg.stages!r}.")
+        return Distiller(
+            teacher=teacher, student=student,
+            distillation_losses=[FeatureMSE(*pair)],
+            distillation_loss_weights=[cfg.feature_weight],
+            student_loss_weight=cfg.student_loss_weight,
+            seed=cfg.seed,
+        )
     if method in ("kd", "extracurricular"):
         loss = losses_lib.KD(temperature=cfg.temperature)
     elif method == "dist":
         loss = losses_lib.DIST(temperature=cfg.temperature)
     else:
         raise ValueError(
-            f"method: {method!r} is not a distillation method; valid: kd, dist, extracurricular."
+            f"method: {method!r} is not a distillation method; valid: "
+            f"{', '.join(m for m in METHODS if m not in ('none', 'sskd'))}."
         )
     if method == "extracurricular":
-        sampler = make_sampler(cfg, x_train)
+        if sampler is None:
+            sampler = make_sampler(cfg, x_train)
+    else:
+        sampler = None
     return Distiller(
         teacher=teacher,
         student=student,
@@ -266,14 +371,20 @@ def make_distiller(cfg, teacher, student, method, x_train=None):
     )
 
 
-def train_student(cfg, splits, teacher, method):
-    """Trains a fresh `cfg.student` with `method`; returns (student, history)."""
+def train_student(cfg, splits, teacher, method, sampler=None):
+    """Trains a fresh `cfg.student` with `method`; returns (student, history).
+
+    `sampler` replaces `cfg.sampler` for "extracurricular" (e.g. a fitted
+    `kdtf.samplers.Pool` of unlabelled inputs).
+    """
     student = _build_model(cfg.student, splits, cfg.seed + 1)
+    if method == "sskd":
+        return student, _train_sskd(cfg, splits, teacher, student)
     train, val = _datasets(cfg, splits, cfg.seed)
     if method == "none":
         model = student
     else:
-        model = make_distiller(cfg, teacher, student, method, splits.x_train)
+        model = make_distiller(cfg, teacher, student, method, splits.x_train, sampler=sampler)
     model.compile(
         optimizer=_optimizer(cfg, cfg.epochs * len(train)),
         loss=_task_loss(),
@@ -285,6 +396,33 @@ def train_student(cfg, splits, teacher, method):
         callbacks=_callbacks(cfg, f"student_{method}_{cfg.student}_s{cfg.seed}"),
     )
     return student, history.history
+
+
+def _train_sskd(cfg, splits, teacher, student):
+    """SSKD: `cfg.stage_epochs` per backbone stage, then `cfg.epochs` of head.
+
+    The backbone phases see every training input (labelled or not); the head
+    phase sees the labelled ones. Returns the phases' histories, flattened
+    to "<phase>/<metric>" keys.
+    """
+    from kdtf import stagewise
+
+    stages = parse_stages(cfg.stages)
+    check_stages(teacher, student, stages)
+    run_dir = os.path.join(cfg.workdir, f"student_sskd_{cfg.student}_s{cfg.seed}")
+    _log(cfg, f"training student {cfg.student} with SSKD: {cfg.stage_epochs} epochs per "
+              f"backbone stage, then {cfg.epochs} head epochs")
+    _, histories = stagewise.run_sskd(
+        teacher, student, splits.x_train, splits.y_train,
+        x_unlabeled=getattr(splits, "x_unlabeled", None),
+        validation_data=(splits.x_val, splits.y_val),
+        epochs_per_stage=cfg.stage_epochs, head_epochs=cfg.epochs,
+        batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, stages=stages,
+        checkpoint_dir=os.path.join(run_dir, "checkpoints"),
+        callbacks=[keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))],
+        verbose=cfg.verbose, return_history=True,
+    )
+    return {f"{phase}/{k}": v for phase, h in histories.items() for k, v in h.items()}
 
 
 def evaluate(model, splits, teacher=None, split="test"):
@@ -317,6 +455,8 @@ def run(cfg):
     full, splits = load_data(cfg)
     teacher = load_or_train_teacher(cfg, full)
     result = {"config": dataclasses.asdict(cfg), "teacher": evaluate(teacher, full), "students": {}}
+    if cfg.method in ("fitnets", "sskd"):  # fail on bad --stages before any training
+        check_stages(teacher, _build_model(cfg.student, splits, cfg.seed + 1), parse_stages(cfg.stages))
     methods = [cfg.method]
     if cfg.compare_erm and cfg.method != "none":
         methods.insert(0, "none")

@@ -998,7 +998,9 @@ def run_sskd(
     learning_rate=3e-3,
     stages=None,
     checkpoint_dir=None,
+    callbacks=None,
     verbose=2,
+    return_history=False,
 ):
     """Trains `student` from `teacher` with SSKD; the entry point of the apps.
 
@@ -1021,10 +1023,14 @@ def run_sskd(
         stages: stage pairs (see `StagewiseDistiller`); default: both models'
             `kdtf.models.stage_endpoints`.
         checkpoint_dir: optional directory for resumable checkpoints.
+        callbacks: Keras callbacks passed to every phase's `fit`.
         verbose: Keras verbosity.
+        return_history: also return the phases' histories.
 
     Returns:
-        The trained student (the same object as `student`).
+        The trained student (the same object as `student`); with
+        `return_history=True`, `(student, histories)` where `histories` maps
+        phase names ("stage1", ..., "head") to Keras history dicts.
 
     Example:
 
@@ -1061,13 +1067,14 @@ def run_sskd(
         backbone_epochs=epochs_per_stage,
         head_epochs=head_epochs,
     )
-    sskd.fit(
+    histories = sskd.fit(
         x_train,
         y_train,
         x_unlabeled=x_unlabeled,
         validation_data=validation_data,
         checkpoint_dir=checkpoint_dir,
         batch_size=batch_size,
+        callbacks=callbacks,
         verbose=verbose,
     )
-    return student
+    return (student, histories) if return_history else student

@@ -37,7 +37,7 @@ def test_step(model, data):
     student_outputs = model.student_outputs(x, training=False)
     teacher_outputs = model.teacher_outputs(x)
     _, terms, y_pred = model.compute_distillation_loss(
-        y, teacher_outputs, student_outputs, None, sample_weight
+        y, teacher_outputs, student_outputs, None, sample_weight, training=False
     )
     # In evaluation `loss` is the student's own task loss, comparable with a
     # student trained without a teacher.

@@ -9,6 +9,7 @@ Example:
 from kdtf.data.datasets import DatasetNotAvailableError
 from kdtf.data.datasets import Splits
 from kdtf.data.datasets import available
+from kdtf.data.datasets import generate_mnist1d
 from kdtf.data.datasets import load
 from kdtf.data.pipeline import Augment
 from kdtf.data.pipeline import make_dataset

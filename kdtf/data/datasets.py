@@ -351,16 +351,55 @@ def _cached_arrays(data_dir, filename, build):
     return arrays
 
 
-def _build_mnist1d():
+def _make_mnist1d(**overrides):
     from mnist1d.data import get_dataset_args, make_dataset
 
+    args = get_dataset_args()
+    for key, value in overrides.items():
+        setattr(args, key, value)
     # mnist1d seeds the global `random`/`np.random` state; restore it.
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
-        d = make_dataset(get_dataset_args())
+        return make_dataset(args)
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
+
+
+def generate_mnist1d(num_samples, seed=1):
+    """Fresh MNIST-1D inputs and labels from the dataset's own generator.
+
+    The standard set (`load("mnist1d")`) is generator seed 42; other seeds
+    give new draws from the same data distribution. Extracurricular studies
+    use them as the *oracle* pool: real inputs the student never saw with
+    labels, to be labelled by the teacher only.
+
+    Args:
+        num_samples: int >= 1, how many examples.
+        seed: generator seed; must differ from 42 (the standard set).
+
+    Returns:
+        `(x, y)`: float32 `[num_samples, 40]` and int32 `[num_samples]`.
+
+    Example:
+
+    >>> x, y = generate_mnist1d(1000, seed=1)
+    >>> x.shape
+    (1000, 40)
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise ValueError(f"`num_samples` must be a positive int; got {num_samples!r}.")
+    if seed == 42:
+        raise ValueError("`seed`=42 is the standard MNIST-1D set; pick another seed.")
+    # mnist1d splits num_samples by train_split; ask for enough and join.
+    d = _make_mnist1d(num_samples=int(num_samples) + 1, seed=int(seed), train_split=0.999999)
+    x = np.concatenate([d["x"], d["x_test"]])[:num_samples]
+    y = np.concatenate([d["y"], d["y_test"]])[:num_samples]
+    return np.asarray(x, np.float32), np.asarray(y, np.int32)
+
+
+def _build_mnist1d():
+    d = _make_mnist1d()
     return {
         "x": np.asarray(d["x"], np.float32),
         "y": np.asarray(d["y"], np.int32),

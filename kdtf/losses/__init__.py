@@ -1,18 +1,36 @@
 """Distillation losses, called as `loss(teacher_outputs, student_outputs)`.
 
-All losses are `keras.losses.Loss` subclasses computed in float32.
+All losses are `keras.losses.Loss` subclasses computed in float32:
+- `KD`: Hinton's softened-logit KL; `DIST`: Pearson inter-/intra-class relations.
+- `DistributionKL`: KL(teacher || student) of categorical or Gaussian output
+  distributions (extracurricular learning); `MeanMSE`: KD on regression means.
+- `FeatureMSE`: FitNets hint loss on intermediate features, with an adapter.
+- `GaussianNLL`: the task loss of a `kdtf.heads.GaussianHead` regressor
+  (called as `loss(y_true, outputs)`).
 """
 import keras
 
 from kdtf.losses.base import DistillationLoss
 from kdtf.losses.dist import DIST
+from kdtf.losses.distribution import DistributionKL
+from kdtf.losses.feature import FeatureMSE
+from kdtf.losses.gaussian import GaussianNLL
+from kdtf.losses.gaussian import MeanMSE
 from kdtf.losses.kd import KD
 
-_BY_NAME = {"kd": KD, "dist": DIST}
+__all__ = [
+    "DIST", "DistillationLoss", "DistributionKL", "FeatureMSE", "GaussianNLL",
+    "KD", "MeanMSE", "get",
+]
+
+_BY_NAME = {"kd": KD, "dist": DIST, "distribution_kl": DistributionKL, "mean_mse": MeanMSE}
 
 
 def get(identifier, **kwargs):
-    """Returns a distillation loss from a name ("kd", "dist") or an instance.
+    """Returns a distillation loss from a name or an instance.
+
+    Names: "kd", "dist", "distribution_kl", "mean_mse" (`FeatureMSE` needs
+    layer names, so it is built directly).
 
     Args:
         identifier: a `DistillationLoss`, a loss config dict, or a name.

@@ -77,3 +77,30 @@ def test_bad_flags_give_one_line_error(app, flags, needle, tmp_path):
     assert proc.returncode in (1, 2)
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr
+
+
+def test_fitnets_and_sskd_end_to_end(tmp_path):
+    work = str(tmp_path)
+    common = ["--epochs=1", "--teacher_epochs=1", f"--workdir={work}", "--verbose=0",
+              "--student=mnist1d_cnn_small", "--nocompare_erm", "--export="]
+    out = _run("distill.py", "--method=fitnets", "--feature_weight=10", *common).stdout
+    result = json.load(open(out.strip().splitlines()[-1].split("results: ")[1]))
+    assert set(result["students"]) == {"fitnets"}
+    assert result["config"]["feature_weight"] == 10
+    out = _run("distill.py", "--method=sskd", "--stage_epochs=1", "--stages=stage1,stage2",
+               *common).stdout
+    result = json.load(open(out.strip().splitlines()[-1].split("results: ")[1]))
+    history = result["students"]["sskd"]["history"]
+    assert {"stage1/loss", "stage2/loss", "head/loss"} <= set(history)
+    assert 0 <= result["students"]["sskd"]["accuracy"] <= 1
+    # A resumable checkpoint per run directory.
+    assert os.path.isdir(os.path.join(work, "student_sskd_mnist1d_cnn_small_s0", "checkpoints"))
+
+
+def test_unknown_stage_lists_the_valid_ones(tmp_path):
+    proc = _run("distill.py", "--method=sskd", "--student=mnist1d_cnn_small", "--stages=bogus",
+                "--epochs=1", "--teacher_epochs=1", f"--workdir={tmp_path}", "--verbose=0",
+                check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "stages" in proc.stderr and "'bogus'" in proc.stderr and "stage1" in proc.stderr
