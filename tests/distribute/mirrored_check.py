@@ -30,10 +30,15 @@ def build():
                                 keras.layers.Dense(5)])
     losses = {"kd": kdtf.losses.KD(2.0), "dist": kdtf.losses.DIST(2.0)}
     sampler = None
-    if METHOD == "mixup":
-        from kdtf import samplers
+    from kdtf import samplers
 
+    if METHOD == "mixup":
         sampler = samplers.Mixup(alpha=1.0, seed=3)
+    elif METHOD == "noise0":
+        # Noise of scale 0 around a permutation of the batch: the synthetic half
+        # holds the same inputs on one device and across replicas, so the runs
+        # must match exactly; this checks the synthetic term's replica scaling.
+        sampler = samplers.GaussianNoise(stddev=0.0, seed=3)
     d = kdtf.Distiller(teacher, student, losses.get(METHOD, losses["kd"]), student_loss_weight=0.5,
                        sampler=sampler, seed=1)
     d.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(
@@ -63,4 +68,6 @@ print(json.dumps({
     "weight_scale": max(float(np.abs(a).max()) for a in single_w),
     "single_loss": single_h["loss"], "mirrored_loss": mirror_h["loss"],
     "single_distill": single_h["distillation_loss"], "mirrored_distill": mirror_h["distillation_loss"],
+    "single_synthetic": single_h.get("synthetic_loss"),
+    "mirrored_synthetic": mirror_h.get("synthetic_loss"),
 }))

@@ -17,10 +17,21 @@ def _run(method):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("method", ["kd"])
+@pytest.mark.parametrize("method", ["kd", "noise0"])
 def test_mirrored_matches_single_device(method):
     r = _run(method)
     # Per-replica losses are scaled by 1/2 and gradients summed: same update.
     assert r["max_weight_diff"] < 1e-5 * max(1.0, r["weight_scale"]), r
     np.testing.assert_allclose(r["mirrored_loss"], r["single_loss"], rtol=1e-5)
     np.testing.assert_allclose(r["mirrored_distill"], r["single_distill"], rtol=1e-5)
+    if method == "noise0":  # real + synthetic, synthetic term logged and scaled alike
+        np.testing.assert_allclose(r["mirrored_synthetic"], r["single_synthetic"], rtol=1e-5)
+
+
+def test_mirrored_with_mixup_is_close_to_single_device():
+    # Each replica mixes pairs from its own half of the batch, so the synthetic
+    # inputs differ from the single-device run: same training, other draws.
+    r = _run("mixup")
+    assert r["max_weight_diff"] < 0.05 * max(1.0, r["weight_scale"]), r
+    np.testing.assert_allclose(r["mirrored_loss"], r["single_loss"], rtol=0.05)
+    np.testing.assert_allclose(r["mirrored_synthetic"], r["single_synthetic"], rtol=0.1)
