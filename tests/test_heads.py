@@ -85,3 +85,14 @@ def test_output_family_and_compatibility():
         heads.check_compatible(categorical, categorical, [MeanMSE()])
     with pytest.raises(ValueError, match="family='gaussian'"):
         heads.check_compatible(gaussian, gaussian, [DistributionKL("categorical")])
+
+
+def test_distiller_refuses_a_regression_student_of_a_classifier():
+    import kdtf
+
+    categorical, gaussian = _model(CategoricalHead(2)), _model(GaussianHead(1))
+    with pytest.raises(ValueError, match="same output distribution"):
+        kdtf.Distiller(categorical, gaussian, DistributionKL("categorical"))
+    with pytest.raises(ValueError, match="family='gaussian'"):
+        kdtf.Distiller(gaussian, _model(GaussianHead(1)), DistributionKL("categorical"))
+    kdtf.Distiller(gaussian, _model(GaussianHead(1)), DistributionKL("gaussian"))

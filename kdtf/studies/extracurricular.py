@@ -137,7 +137,7 @@ def select(cfg, splits, teacher, log=print):
 
 def run_setting(cfg, seeds, log=print):
     """Selection then evaluation for one label fraction; returns a dict."""
-    out = {"label_fraction": cfg.label_fraction, "per_seed": []}
+    out = {"label_fraction": cfg.label_fraction, "epochs": cfg.epochs, "per_seed": []}
     full, splits = experiment.load_data(dataclasses.replace(cfg, seed=0))
     teacher = experiment.load_or_train_teacher(dataclasses.replace(cfg, seed=0), full)
     best, out["selection"] = select(cfg, splits, teacher, log)
@@ -179,7 +179,8 @@ def to_markdown(results, command, seconds):
         rows = res["per_seed"]
         teacher = [r["teacher"] for r in rows]
         acc = {m: [r[m]["accuracy"] for r in rows] for m in ("none", "kd", "dist", "ec", "oracle")}
-        lines += [f"## {'all labels' if pct == 1 else f'{pct:.0%} of the labels'}", "",
+        lines += [f"## {'all labels' if pct == 1 else f'{pct:.0%} of the labels'}"
+                  f" ({res.get('epochs', '?')} student epochs)", "",
                   f"Selected on validation (seed 0): **{Variant(**res['selected']).label()}**; "
                   "the oracle uses the same settings with real unlabelled inputs.", "",
                   "| model | test accuracy (mean ± std) | agreement | KL to teacher | KD gap closed |",
@@ -209,6 +210,9 @@ def main(argv=None):
                         help="Comma-separated label fractions (default: 1.0,0.1).")
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds.")
     parser.add_argument("--epochs", type=int, default=60, help="Student epochs.")
+    parser.add_argument("--low_label_factor", type=int, default=5,
+                        help="Epoch multiplier below all labels (10%% labels = 10x fewer steps "
+                             "per epoch; default 5).")
     parser.add_argument("--workdir", default="runs", help="Teachers, logs, checkpoints.")
     parser.add_argument("--output", default="", help="Markdown file (a .json is written beside).")
     args = parser.parse_args(argv)
@@ -216,7 +220,8 @@ def main(argv=None):
     start = time.time()
     results = []
     for frac in [float(f) for f in args.label_fractions.split(",")]:
-        cfg = experiment.RunConfig(label_fraction=frac, epochs=args.epochs, workdir=args.workdir,
+        epochs = args.epochs * (args.low_label_factor if frac < 1 else 1)
+        cfg = experiment.RunConfig(label_fraction=frac, epochs=epochs, workdir=args.workdir,
                                    verbose=0, compare_erm=False)
         results.append(run_setting(cfg, seeds, log=lambda m: print(m, flush=True)))
         if args.output:
