@@ -256,51 +256,6 @@ def make_sampler(name, data, seed=0):
     raise ValueError(f"Unknown sampler {name!r}; valid names: {list(SAMPLERS)}.")
 
 
-@keras.saving.register_keras_serializable(package="kdtf")
-class HeldOutInputs(Sampler):
-    """The oracle "sampler": draws rows of a fixed pool of real inputs.
-
-    Used to bound what a sampler could achieve: the synthetic inputs are
-    replaced by real held-out inputs, labelled by the teacher only. The pool
-    is a non-trainable weight, so it is saved with the model's weights.
-
-    Args:
-        pool: array `[P, ...]` of held-out inputs (or None with `pool_shape`
-            when loading from a config).
-        pool_shape: shape of the pool, used by `from_config`.
-        seed: int or None, seed of the sampler's own `SeedGenerator`.
-        **kwargs: `keras.layers.Layer` arguments.
-
-    Example:
-
-    >>> sampler = HeldOutInputs(data.unlabelled, seed=0)
-    """
-
-    def __init__(self, pool=None, pool_shape=None, seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
-        if pool is None and pool_shape is None:
-            raise ValueError("HeldOutInputs needs `pool` (an array of inputs).")
-        if pool is not None:
-            pool = np.asarray(pool, dtype="float32")
-            if pool.ndim < 2 or len(pool) < 1:
-                raise ValueError(
-                    f"`pool` must be a non-empty [P, ...] array; got shape {pool.shape}."
-                )
-        self.pool_shape = tuple(pool.shape if pool is not None else pool_shape)
-        self.pool = self.add_weight(
-            shape=self.pool_shape, trainable=False, name="pool",
-            initializer="zeros" if pool is None else keras.initializers.Constant(pool),
-        )
-
-    def sample(self, x, num_samples, seed):
-        size = self.pool_shape[0]
-        index = ops.cast(ops.floor(uniform([num_samples], seed) * size), "int32")
-        return ops.take(self.pool, ops.minimum(index, size - 1), axis=0)
-
-    def get_config(self):
-        return {**super().get_config(), "pool_shape": list(self.pool_shape)}
-
-
 def _fit(model, x, y, steps, batch_size, seed, verbose):
     """Fits for `steps` optimizer steps on shuffled, repeated batches.
 
@@ -398,7 +353,7 @@ def fit_student(method, data, teacher, hidden, steps, sampler="uniform",
     elif method == "oracle":
         if len(data.unlabelled) == 0:
             raise ValueError("method='oracle' needs unlabelled training rows (num_labelled < N).")
-        chosen = HeldOutInputs(data.unlabelled, seed=seed)
+        chosen = samplers_lib.Pool(seed=seed).fit(data.unlabelled)
     check_compatible(teacher, student, [loss])
     distiller = Distiller(
         teacher, student, distillation_losses=loss,

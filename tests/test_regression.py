@@ -66,18 +66,6 @@ def test_end_to_end_small_runs_and_distillation_helps():
     assert table.count("\n| sine |") == 5 and "±" in table
 
 
-def test_held_out_sampler_draws_pool_rows_and_round_trips():
-    pool = np.arange(12, dtype="float32").reshape(6, 2)
-    sampler = regression.HeldOutInputs(pool, seed=0)
-    out = np.asarray(sampler(np.zeros((4, 2), "float32"), seed=3, num_samples=50))
-    assert out.shape == (50, 2)
-    assert {tuple(r) for r in out} <= {tuple(r) for r in pool}
-    assert len({tuple(r) for r in out}) > 3
-    clone = regression.HeldOutInputs.from_config(sampler.get_config())
-    clone.set_weights(sampler.get_weights())
-    np.testing.assert_array_equal(clone(np.zeros((4, 2), "float32"), seed=3, num_samples=50), out)
-
-
 def test_bad_input(sine):
     teacher = regression.mlp(1, [4])
     with pytest.raises(ValueError, match="valid methods"):
