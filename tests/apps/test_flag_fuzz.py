@@ -1,0 +1,61 @@
+"""Fuzz: the apps given random invalid flag values exit 1 or 2 with one line."""
+import os
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+APPS = ("distill.py", "train_teacher.py", "evaluate.py", "export.py", "study.py",
+        "regression_demo.py")
+# Flags where any string is a valid value (paths of outputs): a fuzzed value
+# would start a real run, so they are left out.
+ANY_STRING = {"workdir", "output", "export"}
+BAD_VALUES = ["", "nan", "-inf", "1e999", "-1", "0", "abc", "3.5.1", "🙂", "--", "x" * 300,
+              "/nonexistent/dir/file.keras", "1,2,,3", "None", "true false", "-0.0001"]
+
+
+def _flags(app):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "apps", app), "--help"],
+                         capture_output=True, text=True, env=ENV, timeout=120).stdout
+    names = sorted(set(re.findall(r"^\s+--(?:\[no\])?([a-z_0-9]+)", out, re.M)))
+    return [n for n in names if n not in ANY_STRING]
+
+
+def _cases(n=24, seed=0):
+    rng = random.Random(seed)
+    flags = {app: _flags(app) for app in APPS}
+    cases = []
+    while len(cases) < n:
+        app = rng.choice(APPS)
+        flag, value = rng.choice(flags[app]), rng.choice(BAD_VALUES)
+        cases.append((app, flag, value))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return _cases()
+
+
+def test_random_invalid_flags_never_give_a_traceback(cases, tmp_path):
+    failures = []
+    for app, flag, value in cases:
+        # A second bad flag keeps a value that happens to be valid from
+        # starting a real run (--epochs=0, or a missing model file).
+        if app in ("evaluate.py", "export.py"):
+            guard = [] if flag == "model" else ["--model=/nonexistent/m.keras"]
+        else:
+            guard = [] if flag == "epochs" else ["--epochs=0"]
+        extra = [f"--workdir={tmp_path}"] if app in ("distill.py", "train_teacher.py", "study.py") else []
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "apps", app), f"--{flag}={value}", *guard, *extra],
+            capture_output=True, text=True, env=ENV, timeout=180)
+        lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+        if (proc.returncode not in (1, 2) or "Traceback" in proc.stderr or len(lines) != 1
+                or "Unknown command line flag" in proc.stderr):
+            failures.append((app, flag, value, proc.returncode, proc.stderr[-800:]))
+    assert not failures, failures
