@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "adapters", "callbacks", "cli", "data", "experiment", "export", "heads",
-    "losses", "metrics", "models", "regression", "samplers", "stagewise",
+    "losses", "metrics", "models", "regression", "report", "samplers", "stagewise",
 )
 _ATTRIBUTES = {"Distiller": "kdtf.distiller", "StagewiseDistiller": "kdtf.stagewise"}
 

@@ -1,5 +1,10 @@
 """Callbacks for distillation runs."""
+import json
 import math
+import os
+import shutil
+import sys
+import tempfile
 
 import keras
 
@@ -54,3 +59,181 @@ def _is_number(v):
         return True
     except (TypeError, ValueError):
         return False
+
+
+class BackupAndRestore(keras.callbacks.Callback):
+    """Resumable training: an atomic backup after every epoch.
+
+    Like `keras.callbacks.BackupAndRestore`, but a crash (even SIGKILL) at any
+    moment leaves a complete backup: each epoch's weights (model, optimizer,
+    seed generators, samplers) and metadata are written to a fresh
+    directory, then a one-line pointer file is replaced atomically
+    (`os.replace`), and only then are older backups deleted. A backup made
+    by a run with other settings (a different `fingerprint`) is never
+    restored: that is an error naming the directory.
+
+    Args:
+        backup_dir: directory of the backups (created as needed).
+        fingerprint: a string identifying the run's settings, stored with
+            the backup and checked on restore. None skips the check.
+        delete_checkpoint: delete the backups when training ends normally.
+
+    Example:
+
+    >>> model.fit(ds, epochs=10, callbacks=[
+    ...     kdtf.callbacks.BackupAndRestore("runs/kd/backup", fingerprint="abc")])
+    """
+
+    _POINTER = "latest"
+
+    def __init__(self, backup_dir, fingerprint=None, delete_checkpoint=True):
+        super().__init__()
+        if not isinstance(backup_dir, str) or not backup_dir:
+            raise ValueError(f"`backup_dir` must be a non-empty path; got {backup_dir!r}.")
+        self.backup_dir = backup_dir
+        self.fingerprint = fingerprint
+        self.delete_checkpoint = delete_checkpoint
+        self.restored_epoch = 0
+
+    def _latest(self):
+        pointer = os.path.join(self.backup_dir, self._POINTER)
+        if not os.path.exists(pointer):
+            return None
+        with open(pointer) as f:
+            name = f.read().strip()
+        path = os.path.join(self.backup_dir, name)
+        if not name or not os.path.isdir(path):
+            raise ValueError(
+                f"backup_dir {self.backup_dir!r}: the pointer names {name!r}, which is "
+                "missing; delete the directory to start over."
+            )
+        return path
+
+    def on_train_begin(self, logs=None):
+        path = self._latest()
+        if path is None:
+            return
+        with open(os.path.join(path, "metadata.json")) as f:
+            meta = json.load(f)
+        if self.fingerprint is not None and meta.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"backup_dir {self.backup_dir!r} holds a backup of a run with other "
+                "settings; rerun with the same flags, or delete the directory to start over."
+            )
+        model = self.model
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(os.path.join(path, "state.weights.h5"))
+        self.restored_epoch = int(meta["epoch"])
+        model._initial_epoch = self.restored_epoch
+        print(f"[kdtf] resuming from {path} (after epoch {self.restored_epoch})",
+              file=sys.stderr, flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch-{epoch + 1:06d}"
+        final = os.path.join(self.backup_dir, name)
+        tmp = tempfile.mkdtemp(dir=self.backup_dir, prefix=".tmp-" + name)
+        self.model.save_weights(os.path.join(tmp, "state.weights.h5"))
+        with open(os.path.join(tmp, "metadata.json"), "w") as f:
+            json.dump({"epoch": epoch + 1, "fingerprint": self.fingerprint}, f)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        pointer_tmp = os.path.join(self.backup_dir, f".{self._POINTER}.tmp")
+        with open(pointer_tmp, "w") as f:
+            f.write(name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(pointer_tmp, os.path.join(self.backup_dir, self._POINTER))
+        for entry in os.listdir(self.backup_dir):
+            if entry not in (name, self._POINTER) and (
+                    entry.startswith("epoch-") or entry.startswith(".tmp-")):
+                shutil.rmtree(os.path.join(self.backup_dir, entry), ignore_errors=True)
+
+    def on_train_end(self, logs=None):
+        if self.delete_checkpoint:
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def current_learning_rate(optimizer):
+    """The learning rate `optimizer` applies at its next step, as a float.
+
+    Evaluates a `LearningRateSchedule` at the optimizer's `iterations`; unwraps
+    a `LossScaleOptimizer`.
+    """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Writes the learning rate to TensorBoard every `update_freq` steps.
+
+    `keras.callbacks.TensorBoard` logs the rate once per epoch; with a
+    schedule (kdtf's runs use cosine decay) this shows it as it changes. The
+    value at step `k` (the optimizer's `iterations`, 1-based like the
+    `batch_*` scalars of `TensorBoard(update_freq=...)`) is the rate used by
+    the update of step `k`.
+
+    Args:
+        log_dir: the `TensorBoard` callback's `log_dir`; the rate is written
+            under its `train/` folder, beside the training curves, with tag
+            `learning_rate`.
+        update_freq: write every this many steps (int >= 1).
+        per_model: write under `log_dir/<model.name>/train` (for one
+            callback shared by several `fit` calls on different models, as
+            SSKD's phases; pairs with `PhaseTensorBoard`).
+
+    Example:
+
+    >>> model.fit(ds, callbacks=[keras.callbacks.TensorBoard("logs", update_freq=1),
+    ...                          kdtf.callbacks.LearningRateLogger("logs")])
+    """
+
+    def __init__(self, log_dir, update_freq=1, per_model=False):
+        super().__init__()
+        if isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1:
+            raise ValueError(f"`update_freq` must be an int >= 1; got {update_freq!r}.")
+        self.log_dir = str(log_dir)
+        self.update_freq = update_freq
+        self.per_model = per_model
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        base = os.path.join(self.log_dir, self.model.name) if self.per_model else self.log_dir
+        self._writer = tf.summary.create_file_writer(os.path.join(base, "train"))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        if optimizer is None or self._writer is None:
+            return
+        step = int(keras.ops.convert_to_numpy(optimizer.iterations)) + 1
+        if step % self.update_freq:
+            return
+        import tensorflow as tf
+
+        with self._writer.as_default():
+            tf.summary.scalar("learning_rate", current_learning_rate(optimizer), step=step)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class PhaseTensorBoard(keras.callbacks.TensorBoard):
+    """`keras.callbacks.TensorBoard` that logs each fitted model to `log_dir/<model.name>`.
+
+    For one callback list passed to several `fit` calls on different models
+    (SSKD's phases `sskd_phase1`, ..., `sskd_head`): each phase becomes its
+    own TensorBoard run, its steps starting at 1, instead of all phases
+    overwriting one curve. Takes the arguments of `TensorBoard`.
+    """
+
+    def set_model(self, model):
+        if not hasattr(self, "_base_log_dir"):
+            self._base_log_dir = self.log_dir
+        self.log_dir = os.path.join(self._base_log_dir, model.name)
+        super().set_model(model)

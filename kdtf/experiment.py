@@ -11,6 +11,7 @@ print(result["students"]["dist"]["accuracy"])
 ```
 """
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ import time
 import keras
 import numpy as np
 
+from kdtf import callbacks as callbacks_lib
 from kdtf import data as data_lib
 from kdtf import losses as losses_lib
 from kdtf import metrics as metrics_lib
@@ -66,6 +68,8 @@ class RunConfig:
             stage endpoints ("fitnets" uses the middle one).
         stage_epochs: epochs of each SSKD backbone phase; `epochs` is then
             the number of epochs of the head phase.
+        deterministic: make TensorFlow ops deterministic, so the same
+            settings give bit-identical weights on the same machine.
     """
 
     method: str = "kd"
@@ -92,6 +96,7 @@ class RunConfig:
     feature_weight: float = 1.0
     stages: str = ""
     stage_epochs: int = 10
+    deterministic: bool = True
 
     def validate(self):
         """Raises ValueError naming the first bad setting."""
@@ -227,11 +232,49 @@ def _task_loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _callbacks(cfg, run_name):
-    run_dir = os.path.join(cfg.workdir, run_name)
+def seed_everything(cfg):
+    """Seeds Python, NumPy and the backend; with `cfg.deterministic`, makes
+    TensorFlow's ops deterministic too (same seed, same bits)."""
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def fingerprint(cfg, **overrides):
+    """A short hash of the settings that determine a training run's result.
+
+    Display, output and comparison settings (verbose, export, quantization,
+    compare_erm, workdir) are left out, so changing them keeps a backup
+    valid; anything else gives another run directory.
+    """
+    settings = {**dataclasses.asdict(cfg), **overrides}
+    for key in ("verbose", "export", "quantization", "compare_erm", "workdir", "deterministic"):
+        settings.pop(key, None)
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+# TensorBoard gets every logged loss term and the learning rate every this many steps.
+TENSORBOARD_UPDATE_FREQ = 1
+
+
+def _tensorboard(log_dir, per_model=False):
+    """TensorBoard with per-step loss terms (`batch_*`), plus the learning rate."""
+    board = callbacks_lib.PhaseTensorBoard if per_model else keras.callbacks.TensorBoard
     return [
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq="epoch"),
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        board(log_dir, update_freq=TENSORBOARD_UPDATE_FREQ),
+        callbacks_lib.LearningRateLogger(log_dir, TENSORBOARD_UPDATE_FREQ, per_model=per_model),
+    ]
+
+
+def _callbacks(cfg, run_name, fp):
+    """TensorBoard logs and an atomic per-epoch backup (resumes after a crash)."""
+    run_dir = os.path.join(cfg.workdir, f"{run_name}_{fp}")
+    return [
+        *_tensorboard(os.path.join(run_dir, "tensorboard")),
+        callbacks_lib.BackupAndRestore(os.path.join(run_dir, "backup"), fingerprint=fp),
     ]
 
 
@@ -269,7 +312,8 @@ def train_teacher(cfg, splits, path=None):
     _log(cfg, f"training teacher {cfg.teacher} on {cfg.dataset} for {cfg.teacher_epochs} epochs")
     teacher.fit(
         train, validation_data=val, epochs=cfg.teacher_epochs, verbose=cfg.verbose, shuffle=False,
-        callbacks=_callbacks(cfg, f"teacher_{os.path.basename(path)[:-6]}"),
+        callbacks=_callbacks(cfg, f"teacher_{os.path.basename(path)[:-6]}",
+                             fingerprint(cfg, role="teacher", path=os.path.abspath(path))),
     )
     save_model_atomic(teacher, path)
     return teacher
@@ -393,7 +437,9 @@ def train_student(cfg, splits, teacher, method, sampler=None):
     _log(cfg, f"training student {cfg.student} with method={method} for {cfg.epochs} epochs")
     history = model.fit(
         train, validation_data=val, epochs=cfg.epochs, verbose=cfg.verbose, shuffle=False,
-        callbacks=_callbacks(cfg, f"student_{method}_{cfg.student}_s{cfg.seed}"),
+        callbacks=_callbacks(cfg, f"student_{method}_{cfg.student}_s{cfg.seed}",
+                             fingerprint(cfg, method=method,
+                                         sampler_object=sampler.get_config() if sampler else None)),
     )
     return student, history.history
 
@@ -419,7 +465,7 @@ def _train_sskd(cfg, splits, teacher, student):
         epochs_per_stage=cfg.stage_epochs, head_epochs=cfg.epochs,
         batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, stages=stages,
         checkpoint_dir=os.path.join(run_dir, "checkpoints"),
-        callbacks=[keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"))],
+        callbacks=_tensorboard(os.path.join(run_dir, "tensorboard"), per_model=True),
         verbose=cfg.verbose, return_history=True,
     )
     return {f"{phase}/{k}": v for phase, h in histories.items() for k, v in h.items()}
@@ -451,7 +497,7 @@ def run(cfg):
     """
     cfg.validate()
     start = time.time()
-    keras.utils.set_random_seed(cfg.seed)
+    seed_everything(cfg)
     full, splits = load_data(cfg)
     teacher = load_or_train_teacher(cfg, full)
     result = {"config": dataclasses.asdict(cfg), "teacher": evaluate(teacher, full), "students": {}}
@@ -469,7 +515,8 @@ def run(cfg):
             "history": {k: [float(v) for v in vs] for k, vs in history.items()},
         }
     final = trained[cfg.method]
-    save_model_atomic(final, os.path.join(cfg.workdir, "students", f"{cfg.method}_{cfg.student}_s{cfg.seed}.keras"))
+    for method, student in trained.items():  # every student, for apps/report.py
+        save_model_atomic(student, os.path.join(cfg.workdir, "students", f"{method}_{cfg.student}_s{cfg.seed}.keras"))
     if cfg.export:
         from kdtf import export as export_lib
 

@@ -1,7 +1,9 @@
-"""Evaluation metrics for distillation: accuracy, teacher agreement, KL, ECE.
+"""Evaluation metrics for distillation: accuracy, teacher agreement, KL, ECE,
+per-class accuracy and (teacher vs student) confusion matrices.
 
 NumPy functions (`accuracy`, `agreement`, `kl_to_teacher`,
-`expected_calibration_error`, `reliability_curve`) take arrays and return
+`expected_calibration_error`, `reliability_curve`, `per_class_accuracy`,
+`confusion_matrix`, `teacher_student_confusion`) take arrays and return
 Python floats / numpy arrays, computed in float64. Streaming Keras metrics
 (`TeacherAgreement`, `KLToTeacher`, `ExpectedCalibrationError`) compute the same
 quantities batch by batch inside `model.evaluate` / training loops; they take
@@ -403,3 +405,117 @@ class ExpectedCalibrationError(keras.metrics.Metric):
             "name": self.name,
             "dtype": self.dtype,
         }
+
+
+# --------------------------------------------------------------------------
+# Per-class views (NumPy), for reports.
+
+
+def _num_classes(num_classes, *arrays):
+    if num_classes is None:
+        return int(max(int(a.max()) for a in arrays if a.size) + 1)
+    if isinstance(num_classes, bool) or not isinstance(
+        num_classes, (int, np.integer)
+    ) or num_classes < 1:
+        raise ValueError(
+            f"`num_classes` must be an int >= 1; got {num_classes!r}."
+        )
+    for a in arrays:
+        if a.size and (a.min() < 0 or a.max() >= num_classes):
+            raise ValueError(
+                f"class indices must be in [0, {num_classes}); got values in "
+                f"[{a.min()}, {a.max()}]."
+            )
+    return int(num_classes)
+
+
+def per_class_accuracy(y, logits, num_classes=None):
+    """Top-1 accuracy of each true class (recall per class).
+
+    Args:
+        y: Integer labels `[N]` (or one-hot `[N, C]`).
+        logits: `[N, C]` logits (or probabilities).
+        num_classes: Int; defaults to `logits.shape[1]`.
+
+    Returns:
+        `(accuracy, count)`: float64 array `[C]` (NaN for classes with no
+        example) and the int64 number of examples of each class.
+
+    Example:
+
+    >>> acc, n = per_class_accuracy([0, 0, 1], [[2.0, 1.0], [0.0, 1.0], [0.0, 3.0]])
+    >>> acc.tolist(), n.tolist()
+    ([0.5, 1.0], [2, 1])
+    """
+    logits = _logits(logits, "logits")
+    y = _labels(y, logits)
+    c = _num_classes(logits.shape[1] if num_classes is None else num_classes, y)
+    correct = (np.argmax(logits, axis=-1) == y).astype(np.float64)
+    count = np.bincount(y, minlength=c).astype(np.int64)
+    hits = np.bincount(y, weights=correct, minlength=c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(count > 0, hits / np.maximum(count, 1), np.nan)
+    return acc, count
+
+
+def confusion_matrix(rows, cols, num_classes=None):
+    """Counts of `(rows[i], cols[i])` pairs: `m[a, b] = #{i: rows_i = a, cols_i = b}`.
+
+    With `rows` = true labels and `cols` = predictions this is the usual
+    confusion matrix; with the teacher's and the student's predictions it
+    shows where they disagree (its trace over N is their agreement).
+
+    Args:
+        rows: Integer class indices `[N]`.
+        cols: Integer class indices `[N]`.
+        num_classes: Int; defaults to 1 + the largest index.
+
+    Returns:
+        An int64 array `[C, C]`.
+
+    Example:
+
+    >>> confusion_matrix([0, 1, 1], [0, 0, 1]).tolist()
+    [[1, 0], [1, 1]]
+    """
+    rows, cols = (np.asarray(a) for a in (rows, cols))
+    rows, cols = (a.astype(np.int64) if a.size == 0 else a for a in (rows, cols))
+    for name, a in (("rows", rows), ("cols", cols)):
+        if a.ndim != 1 or a.dtype.kind not in "biu":
+            raise ValueError(
+                f"`{name}` must be integer class indices of shape [N]; got "
+                f"dtype {a.dtype}, shape {a.shape}."
+            )
+    if rows.shape != cols.shape:
+        raise ValueError(
+            f"`rows` and `cols` must have the same length; got {rows.shape[0]} "
+            f"and {cols.shape[0]}."
+        )
+    if rows.size == 0 and num_classes is None:
+        raise ValueError("`rows` is empty; pass `num_classes`.")
+    c = _num_classes(num_classes, rows, cols)
+    flat = rows.astype(np.int64) * c + cols.astype(np.int64)
+    return np.bincount(flat, minlength=c * c).reshape(c, c).astype(np.int64)
+
+
+def teacher_student_confusion(teacher_logits, student_logits):
+    """Confusion matrix of the teacher's (rows) vs the student's (columns) top-1 predictions.
+
+    Args:
+        teacher_logits: `[N, C]`.
+        student_logits: `[N, C]`.
+
+    Returns:
+        An int64 array `[C, C]`; `trace / N` equals `agreement`.
+
+    Example:
+
+    >>> teacher_student_confusion([[2.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]]).tolist()
+    [[1, 0], [1, 0]]
+    """
+    t = _logits(teacher_logits, "teacher_logits")
+    s = _logits(student_logits, "student_logits")
+    _same_shape(t, s, "teacher_logits", "student_logits")
+    return confusion_matrix(
+        np.argmax(t, axis=-1), np.argmax(s, axis=-1), num_classes=t.shape[1]
+    )

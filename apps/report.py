@@ -1,0 +1,68 @@
+"""An HTML report comparing the teacher, the ERM student and the distilled student of a run.
+
+Reads the results JSON that apps/distill.py writes, loads the run's teacher and
+students from its workdir, and writes one self-contained page (figures
+embedded, and also written as PNGs beside it):
+
+    python apps/distill.py --method=kd
+    python apps/report.py --results=runs/results/kd_mnist1d_mlp_s0.json --output=runs/report
+    chromium runs/report/report.html
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+from kdtf import cli  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("results", None,
+                    "Results JSON of a run of apps/distill.py "
+                    "(<workdir>/results/<method>_<student>_s<seed>.json). Its config names the "
+                    "teacher and students, which are loaded from <workdir>/teachers/ and "
+                    "<workdir>/students/ (the workdir as recorded, or the folder above the "
+                    "results file's).")
+flags.DEFINE_string("output", "",
+                    "Directory to write report.html, figures/*.png, tflite/*.tflite and "
+                    "report.json to (created; files of an earlier report are replaced). "
+                    "Default: <workdir>/reports/<results file name without .json>.")
+flags.DEFINE_enum("split", "test", ("test", "val"), "Which split every model is evaluated on.")
+flags.DEFINE_integer("num_bins", 15, "Confidence bins of the reliability diagrams and ECE.",
+                     lower_bound=1, upper_bound=100)
+flags.DEFINE_bool("tflite", True,
+                  "Export every model with kdtf.export.tflite, verify it with the LiteRT "
+                  "interpreter and report its size, latency and agreement with Keras.")
+flags.DEFINE_enum("quantization", "run", ("run", "none", "dynamic", "float16", "int8"),
+                  "TFLite quantization of those exports: 'run' = the run's --quantization, or "
+                  "none (float32), dynamic-range, float16, full int8.")
+flags.DEFINE_bool("embed_images", True,
+                  "Embed the figures in report.html (one file to share); with --noembed_images "
+                  "the page links figures/*.png instead. The PNGs are written either way.")
+flags.mark_flag_as_required("results")
+
+
+def main(argv):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        cli.fail("the report draws its figures with matplotlib: pip install 'kdtf[plots]'.")
+    from kdtf import experiment
+    from kdtf.report import build
+
+    output = FLAGS.output
+    if not output:
+        stem = os.path.splitext(os.path.basename(FLAGS.results))[0]
+        output = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(FLAGS.results))),
+                              "reports", stem)
+    path = build.build_report(
+        FLAGS.results, output, split=FLAGS.split, num_bins=FLAGS.num_bins, tflite=FLAGS.tflite,
+        quantization=FLAGS.quantization, embed_images=FLAGS.embed_images,
+        log=lambda message: experiment._log(None, message),
+    )
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
