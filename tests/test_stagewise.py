@@ -289,3 +289,186 @@ def test_bad_arguments():
         StagewiseDistiller(kdtf.models.get("mnist1d_cnn"), kdtf.models.get("mnist1d_mlp"))
     with pytest.raises(ValueError, match="adapter=False"):
         StagewiseDistiller(t, s, adapter=False)
+
+
+# ------------------------------------------------------------ head phase
+def _scaled_net(scale, width=32, name="s", seed=0):
+    """One stage: Dense + ReLU, multiplied by `scale` (the layer "stage1")."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((16,))
+    h = keras.layers.Dense(width, activation="relu", name="dense1")(inp)
+    h = keras.layers.Rescaling(scale, name="stage1")(h)
+    return keras.Model(inp, keras.layers.Dense(3, name="logits")(h), name=name)
+
+
+def _accuracy(model, x, y):
+    return float(np.mean(np.argmax(model(x), 1) == y))
+
+
+def _head_only(scale, head_init="auto", **kwargs):
+    """Trains only the head of a random one-stage student (3 classes)."""
+    x, y = _data(256)
+    student = _scaled_net(scale)
+    sskd = StagewiseDistiller(_scaled_net(1.0, 24, "t", seed=1), student,
+                              head_init=head_init, compile_options=EAGER, **kwargs)
+    sskd.fit(x, y, epochs_per_stage=0, head_epochs=kwargs.get("head_epochs", 3),
+             batch_size=32, verbose=0)
+    return sskd
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_head_phase_does_not_depend_on_the_scale_of_frozen_features(scale):
+    # The bug: the BatchNorm adapters leave the scale of the student's
+    # features free, and a head trained from scratch on frozen features
+    # stayed at chance (MNIST-1D: 11%). A random ReLU layer's features hold
+    # enough to predict these labels (~75%) at any scale.
+    x_test, y_test = _data(512, seed=1)
+    sskd = _head_only(scale)
+    assert sskd.head_init == "ridge"
+    assert _accuracy(sskd.student, x_test, y_test) > 0.65
+    info = sskd.head_init_info
+    assert info["kept"] in ("closed_form", "fine_tuned")
+    # The head kept is the one with the lower loss on the labelled data.
+    x, y = _data(256)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    np.testing.assert_allclose(float(ce(y, sskd.student(x))),
+                               min(info["loss"], info["fine_tuned_loss"]), rtol=1e-4)
+
+
+def test_without_closed_form_start_the_head_stays_near_chance():
+    # What the old head phase did with the same budget: 3 classes, ~1/3.
+    x_test, y_test = _data(512, seed=1)
+    for scale in (1e-3, 1e3):
+        sskd = _head_only(scale, head_init=None)
+        assert sskd.head_init is None and sskd.head_init_info is None
+        assert _accuracy(sskd.student, x_test, y_test) < 0.5
+
+
+def test_closed_form_start_is_scale_invariant_and_optimal():
+    x, y = _data(256)
+    logits = []
+    for scale in (1e-2, 1e2):
+        sskd = _head_only(scale, head_epochs=1, head_optimizer=keras.optimizers.SGD(0.0))
+        assert sskd.head_init_info["kept"] == "fine_tuned"  # lr 0: equal losses
+        logits.append(np.asarray(sskd.student(x)))
+    np.testing.assert_allclose(logits[0], logits[1], rtol=1e-3, atol=1e-3)
+    # The logit scale minimises the cross-entropy: any other scale is worse.
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    best = float(ce(y, logits[0]))
+    for factor in (0.8, 1.25):
+        assert float(ce(y, factor * logits[0])) > best
+
+
+def test_diverging_head_optimizer_falls_back_to_the_closed_form(tmp_path):
+    x, y = _data(256)
+    ckpt = str(tmp_path / "ckpt")
+    sskd = _head_only(1.0, head_optimizer=keras.optimizers.SGD(1e4))
+    info = sskd.head_init_info
+    assert info["kept"] == "closed_form" and info["fine_tuned_loss"] > info["loss"]
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    np.testing.assert_allclose(float(ce(y, sskd.student(x))), info["loss"], rtol=1e-4)
+
+    # With a checkpoint, a finished run restores the head that was kept.
+    def make():
+        return StagewiseDistiller(_scaled_net(1.0, 24, "t", seed=1), _scaled_net(1.0),
+                                  head_optimizer=keras.optimizers.SGD(1e4),
+                                  compile_options=EAGER)
+
+    first = make()
+    first.fit(x, y, epochs_per_stage=0, head_epochs=2, batch_size=32,
+              checkpoint_dir=ckpt, verbose=0)
+    assert first.head_init_info["kept"] == "closed_form"
+    second = make()
+    assert second.fit(x, y, epochs_per_stage=0, head_epochs=2, checkpoint_dir=ckpt, verbose=0) == {}
+    _assert_same(_weights(first.student.layers), _weights(second.student.layers))
+
+
+def test_ridge_fit_matches_the_normal_equations():
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(200, 6)) * [1, 2, 3, 4, 5, 6] + 7.0
+    labels = rng.integers(0, 4, size=200)
+    targets = np.eye(4)[labels]
+    stats = stagewise._GramStats(6, 4)
+    for i in range(0, 200, 64):  # streamed in batches
+        stats.add(h[i:i + 64], targets[i:i + 64])
+    kernel, bias, alpha = stagewise._ridge_gcv(stats)
+    assert alpha in stagewise._RIDGE_ALPHAS
+    hc = h - h.mean(0)
+    gram = hc.T @ hc
+    lam = alpha * np.linalg.eigvalsh(gram).mean()
+    ref = np.linalg.solve(gram + lam * np.eye(6), hc.T @ (targets - targets.mean(0)))
+    np.testing.assert_allclose(kernel, ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(bias, targets.mean(0) - h.mean(0) @ ref, rtol=1e-4, atol=1e-5)
+    # Scaling the features scales the kernel inversely (same predictions).
+    stats10 = stagewise._GramStats(6, 4)
+    stats10.add(10 * h, targets)
+    kernel10, bias10, alpha10 = stagewise._ridge_gcv(stats10)
+    assert alpha10 == alpha
+    np.testing.assert_allclose(10 * kernel10, kernel, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(bias10, bias, rtol=1e-3, atol=1e-5)
+
+
+def test_one_hot_labels_and_datasets():
+    import tensorflow as tf
+
+    x, y = _data(256)
+    y1 = np.eye(3, dtype="float32")[y]
+    x_test, y_test = _data(512, seed=1)
+    student = _scaled_net(1e-3)
+    sskd = StagewiseDistiller(
+        _scaled_net(1.0, 24, "t", seed=1), student,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        head_init="ridge", compile_options=EAGER,
+    )
+    ds = tf.data.Dataset.from_tensor_slices((x, y1)).batch(64)
+    sskd.fit(ds, epochs_per_stage=0, head_epochs=1, verbose=0)
+    assert sskd.head_init_info is not None
+    assert _accuracy(student, x_test, y_test) > 0.65
+
+
+class _SubclassedStudent(keras.Model):
+    """A subclassed student whose head is a Sequential ending in Dense."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.s1 = keras.Sequential([keras.layers.Dense(32, activation="relu")])
+        self.h = keras.Sequential([keras.layers.Rescaling(1e-3), keras.layers.Dense(3)])
+
+    def stage_submodels(self):
+        return [self.s1, self.h]
+
+    def call(self, x, training=False):
+        return self.h(self.s1(x, training=training), training=training)
+
+
+def test_subclassed_student_with_sequential_head():
+    x, y = _data(256)
+    x_test, y_test = _data(512, seed=1)
+    keras.utils.set_random_seed(0)
+    student = _SubclassedStudent()
+    sskd = StagewiseDistiller(_scaled_net(1.0, 24, "t", seed=1), student,
+                              stages=[("stage1", "stage1")], input_shape=(16,),
+                              head_init="ridge", compile_options=EAGER)
+    sskd.fit(x, y, epochs_per_stage=0, head_epochs=1, batch_size=32, verbose=0)
+    assert _accuracy(student, x_test, y_test) > 0.65
+
+
+def test_head_init_arguments():
+    t, s = _bn_net((12, 10), "t"), _bn_net((4, 6), "s")
+    with pytest.raises(ValueError, match="head_init"):
+        StagewiseDistiller(t, s, head_init="lstsq")
+    assert StagewiseDistiller(t, s).head_init == "ridge"
+
+    inp = keras.Input((16,))
+    h = keras.layers.Dense(4, activation="relu", name="stage1")(inp)
+    h = keras.layers.Dense(6, activation="relu", name="stage2")(h)
+    softmax = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h))
+    with pytest.raises(ValueError, match="activation 'softmax'"):
+        StagewiseDistiller(t, softmax, head_init="ridge")
+    assert StagewiseDistiller(t, softmax).head_init is None  # auto: old behaviour
+    with pytest.raises(ValueError, match="from_logits=True"):
+        StagewiseDistiller(t, s, loss="mse", head_init="ridge")
+    with pytest.raises(ValueError, match="from_logits=True"):
+        StagewiseDistiller(t, s, loss=keras.losses.SparseCategoricalCrossentropy(), head_init="ridge")
+    assert StagewiseDistiller(t, s, loss=keras.losses.MeanSquaredError()).head_init is None
+    assert StagewiseDistiller(t, s, head_init=None).head_init is None

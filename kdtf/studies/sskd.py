@@ -15,6 +15,12 @@ fresh student is trained with each method and evaluated on the test split:
 * SSKD: `kdtf.stagewise.run_sskd` (no weight to tune).
 * With 10% of the labels: ERM, and SSKD whose backbone phases see all
   training inputs (only the head sees labels).
+* Controls "SSKD head only": the SSKD head phase on the untrained student
+  backbone (`run_sskd` with `epochs_per_stage=0`), with all and with 10% of
+  the labels. SSKD's head phase starts from a closed-form ridge fit of the
+  final Dense layer (`StagewiseDistiller(head_init="auto")`), which the
+  end-to-end methods do not get; these rows separate what the backbone
+  phases (the distillation) add from what that head fit adds.
 """
 import argparse
 import dataclasses
@@ -142,8 +148,9 @@ def run_method(method, setting, splits, teacher, seed, batch_size=128, lr=3e-3, 
     """Trains one student with `method`; returns its test metrics.
 
     Args:
-        method: "erm", "kd", "fitnets_<w>", "sskd", "erm_10pct" or
-            "sskd_10pct".
+        method: "erm", "kd", "fitnets_<w>", "sskd", "sskd_head_only",
+            "erm_10pct", "sskd_10pct" or "sskd_head_only_10pct"
+            ("head_only": the SSKD head phase on the untrained backbone).
         setting: a `StudySetting`.
         splits: the dataset `Splits`.
         teacher: the trained teacher.
@@ -165,10 +172,10 @@ def run_method(method, setting, splits, teacher, seed, batch_size=128, lr=3e-3, 
         if method == "erm_10pct":
             _train_end_to_end(student, low.x_train, low.y_train,
                               epochs * setting.low_label_factor, batch_size, lr, verbose)
-        elif method == "sskd_10pct":
+        elif method in ("sskd_10pct", "sskd_head_only_10pct"):
             stagewise.run_sskd(
                 teacher, student, low.x_train, low.y_train, x_unlabeled=low.x_unlabeled,
-                epochs_per_stage=setting.sskd_epochs_per_stage,
+                epochs_per_stage=0 if method == "sskd_head_only_10pct" else setting.sskd_epochs_per_stage,
                 head_epochs=setting.sskd_head_epochs * setting.low_label_factor,
                 batch_size=batch_size, learning_rate=lr, verbose=verbose,
             )
@@ -182,17 +189,17 @@ def run_method(method, setting, splits, teacher, seed, batch_size=128, lr=3e-3, 
     elif method.startswith("fitnets_"):
         d = fitnets_distiller(teacher, student, float(method.split("_", 1)[1]), seed=seed)
         _train_end_to_end(d, x, y, epochs, batch_size, lr, verbose)
-    elif method == "sskd":
+    elif method in ("sskd", "sskd_head_only"):
         stagewise.run_sskd(
             teacher, student, x, y,
-            epochs_per_stage=setting.sskd_epochs_per_stage,
+            epochs_per_stage=0 if method == "sskd_head_only" else setting.sskd_epochs_per_stage,
             head_epochs=setting.sskd_head_epochs,
             batch_size=batch_size, learning_rate=lr, verbose=verbose,
         )
     else:
         raise ValueError(
             f"method: unknown {method!r}; valid: erm, kd, fitnets_<w>, sskd, "
-            "erm_10pct, sskd_10pct."
+            "sskd_head_only, erm_10pct, sskd_10pct, sskd_head_only_10pct."
         )
     s_logits = _logits(student, splits.x_test)
     t_logits = _logits(teacher, splits.x_test)
@@ -206,7 +213,7 @@ def run_method(method, setting, splits, teacher, seed, batch_size=128, lr=3e-3, 
 def methods():
     """The methods of the study, in table order."""
     return (["erm", "kd"] + [f"fitnets_{w:g}" for w in FITNETS_WEIGHTS]
-            + ["sskd", "erm_10pct", "sskd_10pct"])
+            + ["sskd", "sskd_head_only", "erm_10pct", "sskd_10pct", "sskd_head_only_10pct"])
 
 
 def run_study(datasets=("mnist1d", "mnist"), seeds=(0, 1, 2), log=print):
@@ -240,6 +247,8 @@ def run_study(datasets=("mnist1d", "mnist"), seeds=(0, 1, 2), log=print):
 _LABELS = {
     "erm": "ERM", "kd": "KD (tau=4)", "sskd": "SSKD",
     "erm_10pct": "ERM, 10% labels", "sskd_10pct": "SSKD, 10% labels (all inputs for backbone)",
+    "sskd_head_only": "control: SSKD head only (untrained backbone)",
+    "sskd_head_only_10pct": "control: SSKD head only, 10% labels",
 }
 
 
@@ -304,12 +313,21 @@ def verdict(results):
         noise = 2 * np.sqrt(s.var(ddof=1) / len(s) + f.var(ddof=1) / len(f))
         within = abs(s.mean() - f.mean()) <= noise
         beats = s.mean() - e.mean() > 2 * np.sqrt(s.var(ddof=1) / len(s) + e.var(ddof=1) / len(e))
-        out.append(
+        line = (
             f"- {n}: SSKD {100 * s.mean():.2f} vs best FitNets ({_label(fit)}) "
             f"{100 * f.mean():.2f}: difference {100 * (s.mean() - f.mean()):+.2f} points, "
             f"{'within' if within else 'outside'} noise (2 standard errors = {100 * noise:.2f}); "
-            f"vs ERM {100 * e.mean():.2f}: {'beats ERM' if beats else 'does not clearly beat ERM'}."
+            f"vs ERM {100 * e.mean():.2f}: {'beats ERM' if beats else 'does not clearly beat ERM'}"
         )
+        if "sskd_head_only" in acc:
+            h = acc["sskd_head_only"]
+            h_noise = 2 * np.sqrt(s.var(ddof=1) / len(s) + h.var(ddof=1) / len(h))
+            line += (
+                f"; vs its control without backbone phases {100 * h.mean():.2f}: the "
+                f"backbone phases add {100 * (s.mean() - h.mean()):+.2f} points "
+                f"(2 standard errors = {100 * h_noise:.2f})"
+            )
+        out.append(line + ".")
     return out
 
 
