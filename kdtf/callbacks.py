@@ -4,7 +4,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 
 import keras
 
@@ -130,26 +129,24 @@ class BackupAndRestore(keras.callbacks.Callback):
               file=sys.stderr, flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
+        from kdtf.export.atomic import atomic_path, atomic_write_bytes
+
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch-{epoch + 1:06d}"
-        final = os.path.join(self.backup_dir, name)
-        tmp = tempfile.mkdtemp(dir=self.backup_dir, prefix=".tmp-" + name)
-        self.model.save_weights(os.path.join(tmp, "state.weights.h5"))
-        with open(os.path.join(tmp, "metadata.json"), "w") as f:
-            json.dump({"epoch": epoch + 1, "fingerprint": self.fingerprint}, f)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        pointer_tmp = os.path.join(self.backup_dir, f".{self._POINTER}.tmp")
-        with open(pointer_tmp, "w") as f:
-            f.write(name + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(pointer_tmp, os.path.join(self.backup_dir, self._POINTER))
+        with atomic_path(os.path.join(self.backup_dir, name), overwrite=True, directory=True) as tmp:
+            self.model.save_weights(os.path.join(tmp, "state.weights.h5"))
+            with open(os.path.join(tmp, "metadata.json"), "w") as f:
+                json.dump({"epoch": epoch + 1, "fingerprint": self.fingerprint}, f)
+        atomic_write_bytes(os.path.join(self.backup_dir, self._POINTER), (name + "\n").encode(),
+                           overwrite=True)
+        # Older backups, and temporaries left by a killed run, are stale now.
         for entry in os.listdir(self.backup_dir):
-            if entry not in (name, self._POINTER) and (
-                    entry.startswith("epoch-") or entry.startswith(".tmp-")):
-                shutil.rmtree(os.path.join(self.backup_dir, entry), ignore_errors=True)
+            if entry not in (name, self._POINTER) and entry.startswith(("epoch-", ".")):
+                path = os.path.join(self.backup_dir, entry)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
 
     def on_train_end(self, logs=None):
         if self.delete_checkpoint:

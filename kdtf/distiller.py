@@ -109,6 +109,10 @@ class Distiller(keras.Model):
         self.distillation_losses = [
             losses_lib.get(loss) for loss in distillation_losses
         ]
+        # Losses with trainable parts (feature adapters) take `training`.
+        self._losses_with_training = {
+            id(loss) for loss in self.distillation_losses if _accepts_training(loss)
+        }
         # A regression (GaussianHead) model on one side only, or a Gaussian
         # loss on a classifier, is an error here rather than a shape surprise.
         heads.check_compatible(teacher, student, self.distillation_losses)
@@ -341,7 +345,7 @@ class Distiller(keras.Model):
         for loss, weight in zip(
             self.distillation_losses, self.distillation_loss_weights
         ):
-            kwargs = {"training": training} if _accepts_training(loss) else {}
+            kwargs = {"training": training} if id(loss) in self._losses_with_training else {}
             value = loss(
                 teacher_outputs[_feature_name(loss, "teacher") or _OUTPUT],
                 student_outputs[_feature_name(loss, "student") or _OUTPUT],

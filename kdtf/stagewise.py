@@ -1024,8 +1024,11 @@ class StagewiseDistiller:
             arrays[f"w{i}"] = keras.ops.convert_to_numpy(v)
         for i, v in enumerate(optimizer.variables):
             arrays[f"o{i}"] = keras.ops.convert_to_numpy(v)
+        # kdtf.export imports TensorFlow: only when a checkpoint is written.
+        from kdtf.export.atomic import atomic_path
+
         path = os.path.join(directory, CHECKPOINT_FILE)
-        with _atomic_file(path) as tmp:
+        with atomic_path(path, overwrite=True) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
                 f.flush()
@@ -1330,32 +1333,6 @@ def _inputs_only(x, x_unlabeled, batch_size):
             x_unlabeled = tf.data.Dataset.from_tensor_slices(x_unlabeled).batch(batch_size)
         x = x.concatenate(x_unlabeled.map(lambda *e: e[0]))
     return x
-
-
-def _atomic_file(path):
-    try:
-        from kdtf.export.atomic import atomic_path
-    except ImportError:  # pragma: no cover
-        return _replace_file(path)
-    return atomic_path(path, overwrite=True)
-
-
-class _replace_file:
-    """tmp file + os.replace, when kdtf.export.atomic is not available."""
-
-    def __init__(self, path):
-        self.path = path
-        self.tmp = path + ".tmp"
-
-    def __enter__(self):
-        return self.tmp
-
-    def __exit__(self, exc_type, *_):
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.remove(self.tmp)
-        return False
 
 
 # ------------------------------------------------------------- app entry
