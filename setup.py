@@ -23,7 +23,12 @@ setuptools.setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist", "mlxtend", "ai-edge-litert", "matplotlib"],
+        # jax: the JAX-backend tests (KERAS_BACKEND=jax) and the TF-vs-JAX
+        # step comparison in tests/backend. 0.6.2 is the newest JAX whose
+        # API TFP 0.25's JAX substrate still imports (0.7 removed
+        # jax.interpreters.xla.pytype_aval_mappings).
+        "test": ["pytest>=8", "pytest-xdist", "mlxtend", "ai-edge-litert", "matplotlib",
+                 "jax[cpu]==0.6.2"],
         "mobile": ["ai-edge-litert"],
         "plots": ["matplotlib"],
     },

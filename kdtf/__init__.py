@@ -7,7 +7,9 @@ Public API:
 - `kdtf.losses`: KD, DIST and friends, `loss(teacher_outputs, student_outputs)`.
 - `kdtf.samplers`: TFP-modelled synthetic inputs (extracurricular learning).
 - `kdtf.models`, `kdtf.data`, `kdtf.metrics`, `kdtf.export`, `kdtf.callbacks`.
-- `kdtf.experiment`: the end-to-end runs behind the apps.
+- `kdtf.caching`: teacher outputs computed once (fixed data or K augmented views).
+- `kdtf.distribute`: strategies for a run (mirrored, multi-worker) and who writes files.
+- `kdtf.experiment`: the end-to-end runs behind the apps; `kdtf.benchmark`: speed.
 
 Submodules load on first use, so `import kdtf` (and an app's `--help`) does
 not pay for importing TensorFlow.
@@ -17,15 +19,16 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "adapters", "callbacks", "cli", "data", "experiment", "export", "heads",
-    "losses", "metrics", "models", "regression", "report", "samplers", "stagewise",
+    "adapters", "benchmark", "caching", "callbacks", "cli", "data", "distribute",
+    "experiment", "export", "heads", "losses", "metrics", "models", "regression",
+    "report", "samplers", "stagewise",
 )
 _ATTRIBUTES = {"Distiller": "kdtf.distiller", "StagewiseDistiller": "kdtf.stagewise"}
 
 # Modules that register Keras-serializable classes: imported before a .keras
 # file is loaded so that every kdtf object in it can be rebuilt.
 SERIALIZABLE_MODULES = ("kdtf.distiller", "kdtf.losses", "kdtf.samplers", "kdtf.models", "kdtf.data",
-                        "kdtf.metrics", "kdtf.heads", "kdtf.adapters")
+                        "kdtf.metrics", "kdtf.heads", "kdtf.adapters", "kdtf.caching")
 
 
 def register_all():

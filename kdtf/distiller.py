@@ -29,6 +29,19 @@ class Distiller(keras.Model):
     `D_i` the distillation losses, called as `D_i(teacher_out, student_out)`.
     Synthetic inputs carry no labels: only the distillation terms see them.
 
+    Cached teacher outputs (`kdtf.caching.TeacherCache`): a batch may carry
+    the teacher's outputs on its real inputs, computed once ahead of training,
+    as `x = {"inputs": inputs, "teacher_outputs": outputs}`, i.e. batches
+    `({"inputs": x, "teacher_outputs": t}, y)` (or `(..., y, sample_weight)`,
+    or the dict alone without labels). `t` has shape `[B] + teacher output
+    shape` (any float dtype; it is cast to float32) and row `i` is the
+    teacher's output on `x[i]`. The teacher is then not run on the real
+    inputs; synthetic inputs from `sampler` still go through it online.
+    Cached outputs hold the teacher's final output only, so they cannot feed
+    feature losses (`FeatureMSE`); a cache built for a teacher with another
+    output shape is an error. The train and test steps of every backend get
+    this through `unpack_inputs` and `teacher_outputs`.
+
     `fit()` logs `loss` (the total), `student_loss`, `distillation_loss` and,
     with a sampler, `synthetic_loss`, followed by the compiled metrics of the
     student on the real inputs. `evaluate()` reports the student: its task
@@ -188,6 +201,7 @@ class Distiller(keras.Model):
     # ----------------------------------------------------------------- model
     def call(self, inputs, training=None):
         """Runs the student: `distiller(x)` is `distiller.student(x)`."""
+        inputs, _ = self.unpack_inputs(inputs)
         return self.student(inputs, training=training)
 
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
@@ -247,13 +261,98 @@ class Distiller(keras.Model):
     def train_step(self, *args, **kwargs):
         return self._train_step_fn(self, *args, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 reduces the first batch across workers here, which
+        # fails under MultiWorkerMirroredStrategy (keras#20585). Only the
+        # TensorFlow trainer calls this.
+        if self._distribute_strategy is None:
+            return None
+        from kdtf.backend import distribute
+
+        return distribute.maybe_symbolic_build(self, iterator, data_batch)
+
     def test_step(self, *args, **kwargs):
         return self._test_step_fn(self, *args, **kwargs)
 
     # ------------------------------------------------------ shared loss math
-    def teacher_outputs(self, x):
-        """Teacher outputs (and named features) as a dict, inference mode."""
-        return _as_dict(self._teacher_forward(x, training=False))
+    def unpack_inputs(self, x):
+        """Splits a batch's `x` into `(inputs, cached teacher outputs or None)`.
+
+        Args:
+            x: the inputs of a batch: a tensor, or the dict
+                `{"inputs": ..., "teacher_outputs": ...}` of cached batches
+                (see the class docstring).
+
+        Returns:
+            `(inputs, cached)`; `cached` is None for ordinary batches.
+        """
+        if isinstance(x, dict) and CACHED_OUTPUTS_KEY in x:
+            unknown = sorted(set(x) - {INPUTS_KEY, CACHED_OUTPUTS_KEY})
+            if INPUTS_KEY not in x or unknown:
+                raise ValueError(
+                    "A batch with cached teacher outputs must be the dict "
+                    f"{{{INPUTS_KEY!r}: inputs, {CACHED_OUTPUTS_KEY!r}: "
+                    f"outputs}}; got keys {sorted(x)}."
+                )
+            return x[INPUTS_KEY], x[CACHED_OUTPUTS_KEY]
+        return x, None
+
+    def teacher_outputs(self, x, cached=None, num_real=None):
+        """Teacher outputs (and named features) as a dict, inference mode.
+
+        Args:
+            x: inputs, real then synthetic (the `x_all` of `synthesize`).
+            cached: optional cached teacher outputs on the real rows of `x`
+                (see the class docstring). The teacher then runs on the
+                synthetic rows only, or not at all.
+            num_real: how many leading rows of `x` are real; None when all
+                are.
+
+        Returns:
+            A dict with the teacher's output under `"output"` (and named
+            features when not cached), one row per row of `x`.
+        """
+        if cached is None:
+            return _as_dict(self._teacher_forward(x, training=False))
+        cached = self._check_cached(cached, x, num_real)
+        if num_real is None:
+            return {_OUTPUT: cached}
+        synthetic = _as_dict(self._teacher_forward(x[num_real:], training=False))
+        return {
+            _OUTPUT: ops.concatenate(
+                [cached, ops.cast(synthetic[_OUTPUT], cached.dtype)], axis=0
+            )
+        }
+
+    def _check_cached(self, cached, x, num_real):
+        for loss in self.distillation_losses:
+            if _feature_name(loss, "teacher"):
+                raise ValueError(
+                    "Cached teacher outputs hold the teacher's final output "
+                    f"only; the distillation loss {loss.name!r} needs its "
+                    f"layer {_feature_name(loss, 'teacher')!r}. Train without "
+                    "the cache (plain (x, y) batches) for feature losses."
+                )
+        cached = ops.cast(ops.convert_to_tensor(cached), "float32")
+        try:
+            want = tuple(self.teacher.outputs[0].shape[1:])
+        except (AttributeError, ValueError, IndexError, TypeError):
+            want = None
+        got = tuple(cached.shape[1:])
+        if want is not None and not shapes_compatible(want, got):
+            raise ValueError(
+                f"Cached teacher outputs have shape {got} per example but the "
+                f"teacher {self.teacher.name!r} outputs {want}: the cache was "
+                "built for another teacher. Rebuild it with "
+                "kdtf.caching.TeacherCache.build(teacher, x)."
+            )
+        rows = x.shape[0] if num_real is None else num_real
+        if isinstance(rows, int) and cached.shape[0] is not None and cached.shape[0] != rows:
+            raise ValueError(
+                f"A batch has {rows} real inputs but {cached.shape[0]} cached "
+                "teacher outputs; each real input needs exactly one."
+            )
+        return cached
 
     def student_outputs(self, x, training):
         """Student outputs (and named features) as a dict."""
@@ -404,6 +503,9 @@ class Distiller(keras.Model):
 
 
 _OUTPUT = "output"
+# Keys of the `x` dict of batches with cached teacher outputs.
+INPUTS_KEY = "inputs"
+CACHED_OUTPUTS_KEY = "teacher_outputs"
 
 
 def _feature_name(loss, role):

@@ -2,9 +2,14 @@
 import keras
 import tensorflow as tf
 
+from kdtf.backend import distribute
+
 
 def train_step(model, data):
     """One distillation step: teacher once (inference), student once.
+
+    With cached teacher outputs in the batch (see `kdtf.Distiller`), the
+    teacher runs on the synthetic inputs only, or not at all.
 
     The teacher runs outside the gradient tape, so none of its activations are
     kept for the backward pass. When the total loss is not finite the update is
@@ -12,9 +17,10 @@ def train_step(model, data):
     training with an error.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x, cached = model.unpack_inputs(x)  # cached teacher outputs, if any
     x_all, num_real = model.synthesize(x)
     teacher_outputs = tf.nest.map_structure(
-        tf.stop_gradient, model.teacher_outputs(x_all)
+        tf.stop_gradient, model.teacher_outputs(x_all, cached, num_real)
     )
     with tf.GradientTape() as tape:
         student_outputs = model.student_outputs(x_all, training=True)
@@ -34,8 +40,9 @@ def train_step(model, data):
 def test_step(model, data):
     """Evaluates the student: task loss, metrics and distance to the teacher."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x, cached = model.unpack_inputs(x)
     student_outputs = model.student_outputs(x, training=False)
-    teacher_outputs = model.teacher_outputs(x)
+    teacher_outputs = model.teacher_outputs(x, cached)
     _, terms, y_pred = model.compute_distillation_loss(
         y, teacher_outputs, student_outputs, None, sample_weight, training=False
     )
@@ -47,8 +54,10 @@ def test_step(model, data):
 
 def _metrics(model, x, y, y_pred, sample_weight):
     if y is None:
-        return model.get_metrics_result()
-    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs = model.get_metrics_result()
+    else:
+        logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    return distribute.logs_for_reduction(logs)
 
 
 def _zero_unless(finite, gradient):

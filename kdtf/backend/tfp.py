@@ -2,8 +2,17 @@
 
 TFP ships one API on several substrates. kdtf code asks this module for the
 `distributions` namespace and for seeds in the form that substrate expects,
-so the same sampler code runs on the TensorFlow backend (tested) and the JAX
-backend (kept minimal and untested for now).
+so the same sampler code runs on the TensorFlow backend
+(`tensorflow_probability`) and the JAX backend
+(`tensorflow_probability.substrates.jax`). Both are tested: the sampler tests
+in tests/samplers run under either `KERAS_BACKEND`, and tests/backend runs
+the samplers inside the JAX train step.
+
+Seeds: on TensorFlow a stateless seed is an `int32[2]` tensor; on JAX it is
+the raw `uint32[2]` data of a PRNG key (what `keras.random.SeedGenerator`
+holds), never a typed `key<fry>` array, so seeds can pass through Keras
+layer calls. The same Python int gives the same seed bits on both backends,
+but TF's and JAX's random streams differ, so the samples do not.
 """
 
 import keras
@@ -57,7 +66,8 @@ def to_tfp_seed(seed):
 
     Returns:
         TensorFlow backend: a shape-`[2]` `int32` tensor (TFP's stateless
-        seed). JAX backend: a `uint32[2]` PRNG key.
+        seed). JAX backend: a `uint32[2]` array, the data of a raw PRNG key
+        (typed keys are turned into their data).
 
     Example:
 
@@ -70,11 +80,23 @@ def to_tfp_seed(seed):
             "`seed` must be an int or a shape-[2] integer seed tensor; "
             f"received seed={seed!r}."
         )
-    if _backend() == "jax":  # pragma: no cover - JAX is not tested yet.
+    if _backend() == "jax":
+        import jax
         import jax.numpy as jnp
+        import numpy as np
 
         if isinstance(seed, int):
-            seed = [seed & 0xFFFFFFFF, 0]
+            return jnp.asarray([seed & 0xFFFFFFFF, 0], dtype="uint32")
+        if isinstance(seed, jax.Array) and jax.dtypes.issubdtype(
+            seed.dtype, jax.dtypes.prng_key
+        ):
+            return jax.random.key_data(seed)
+        if not isinstance(seed, jax.Array):
+            # numpy or a foreign tensor (e.g. tf.int64): keep the low 32 bits
+            # of each word, as for TensorFlow.
+            seed = (np.asarray(seed).astype("int64") & 0xFFFFFFFF).astype(
+                "uint32"
+            )
         return jnp.asarray(seed).astype("uint32")
 
     import tensorflow as tf
@@ -107,4 +129,10 @@ def split_seed(seed, n):
     >>> a, b = split_seed(to_tfp_seed(0), 2)
     """
     seeds = _tfp().random.split_seed(seed, n=n)
+    if _backend() == "jax":
+        import jax
+
+        # TFP-on-JAX splits into typed keys; hand back their raw uint32[2]
+        # data like `to_tfp_seed`, which Keras layers accept as arguments.
+        seeds = jax.random.key_data(seeds)
     return [seeds[i] for i in range(n)]

@@ -9,6 +9,13 @@ XLA (`tf.function(jit_compile=True)`) support, checked in
 tests/samplers: Mixup, CutMix, GaussianNoise, GaussianMixture (all
 covariance types), UniformBox, Pool and Mixture all compile with XLA on the
 TensorFlow backend.
+
+JAX backend (`KERAS_BACKEND=jax`): the same samplers run eagerly and under
+`jax.jit` (tests/samplers with `KERAS_BACKEND=jax`, tests/backend), through
+TFP's JAX substrate (see `kdtf.backend.tfp`). Under `jax.jit` a sampler that
+draws from its own `SeedGenerator` must run statelessly, as in the
+`Distiller`'s JAX train step or `sampler.stateless_call(...)`, so that the
+advanced seed comes back as state.
 """
 
 import keras

@@ -13,7 +13,8 @@ class Sampler(keras.layers.Layer):
 
     A sampler models the input distribution with TensorFlow-Probability
     distributions and draws extra inputs on the device, inside a compiled
-    train step (`tf.function`, XLA where TFP allows). It is a Keras layer so
+    train step (`tf.function`, XLA where TFP allows; `jax.jit` on the JAX
+    backend, through TFP's JAX substrate). It is a Keras layer so
     that its `SeedGenerator` state and fitted parameters are tracked by the
     model that owns it and saved in `.keras` files.
 

@@ -119,6 +119,7 @@ def test_full_determinism_images_and_refit():
     assert gmm(X[:3], seed=0).shape == (3, 3)
 
 
+@pytest.mark.tf_only(reason="tf.function(jit_compile=True); on JAX a full-covariance GaussianMixture runs in the jitted train step in tests/backend/test_jax_step.py")
 def test_full_xla():
     """Same pattern as tests/samplers/test_samplers_xla.py."""
 

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from kdtf import samplers
+from kdtf.backend import tfp as tfp_backend
 
 
 def test_mixup_samples_lie_between_partners():
@@ -79,8 +80,10 @@ def test_cutmix_box_area_matches_beta(alpha):
     assert abs(area.std() - expected.std()) < 0.015
     # The internal area agrees with the mask.
     sampler = samplers.CutMix(alpha=alpha)
-    x = tf.constant(np.random.default_rng(2).normal(size=(4, 24, 24, 1)), "float32")
-    seed = tf.constant([5, 6], tf.int32)
+    x = keras.ops.convert_to_tensor(
+        np.random.default_rng(2).normal(size=(4, 24, 24, 1)), "float32"
+    )
+    seed = tfp_backend.to_tfp_seed(np.array([5, 6], "int32"))
     _, ratio = sampler._sample_with_area(x, 100, seed)
     assert abs(float(np.mean(ratio)) - 0.5) < 0.06
 

@@ -13,6 +13,11 @@ import tensorflow as tf
 
 from kdtf import samplers
 
+pytestmark = pytest.mark.tf_only(
+    reason="tf.function(jit_compile=True); on JAX every sampler runs under "
+    "jax.jit in test_samplers_common.py::test_jax_jit_advances_own_seed"
+)
+
 RNG = np.random.default_rng(0)
 FLAT = RNG.normal(size=(16, 12)).astype("float32")
 IMAGES = RNG.uniform(size=(6, 8, 8, 3)).astype("float32")

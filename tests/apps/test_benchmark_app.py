@@ -1,0 +1,78 @@
+"""End-to-end test of apps/benchmark.py on tiny settings (one pair, one round)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(*flags, check=True, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+               KERAS_BACKEND="tensorflow")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "apps", "benchmark.py"), *flags],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"benchmark.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_help_explains_every_flag():
+    out = _run("--help").stdout
+    for flag in ("pairs", "modes", "inputs", "batch_size", "steps", "warmup_steps", "rounds",
+                 "steps_per_execution", "jit_compile", "precision", "augment", "views",
+                 "cifar_teacher", "cifar_student", "cifar_examples", "seed", "output"):
+        assert f"--{flag}" in out or f"--[no]{flag}" in out, flag
+
+
+def test_benchmark_end_to_end(tmp_path):
+    out_md = str(tmp_path / "BENCHMARKS.md")
+    # Extracurricular (the slowest to trace) is left out to stay well under a
+    # minute; its Distiller path is tested in tests/test_distiller.py.
+    proc = _run("--pairs=mnist1d", "--modes=kd,dist,cached", "--steps=2", "--warmup_steps=1",
+                "--rounds=1", "--batch_size=32", f"--output={out_md}")
+    text = proc.stdout
+    for name in ("student only", "teacher inference", "keras.distillation KD", "kdtf KD",
+                 "kdtf DIST", "kdtf cached KD", "tf.data pipeline alone"):
+        assert name in text, name
+    assert "kdtf EC" not in text
+    for ratio in ("kdtf KD / keras.distillation KD", "share of the bound", "DIST / KD step time",
+                  "cached KD / keras.distillation KD", "tfdata / memory"):
+        assert ratio in text, ratio
+    assert "KLDivergence()" in text  # says which loss keras.distillation used
+    md = open(out_md).read()
+    for needle in ("| machine |", "cores", "| backend | tensorflow", "| batch size | 32",
+                   "| precision | float32", "input dtype float32", "apps/benchmark.py --pairs=mnist1d",
+                   "images/s (median)", "peak RSS MiB"):
+        assert needle in md, needle
+    result = json.load(open(str(tmp_path / "BENCHMARKS.json")))
+    rows = result["pairs"]["mnist1d"]["rows"]
+    assert all(r["images_per_s"] > 0 and r["peak_rss_mib"] > 0 for r in rows)
+    assert result["pairs"]["mnist1d"]["cache"]["memory_bytes"] == 3600 * 10 * 2
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--pairs=bogus"], "pairs"),
+        (["--modes=kd,bogus"], "modes"),
+        (["--inputs="], "inputs"),
+        (["--steps=3", "--steps_per_execution=2"], "steps"),
+        (["--batch_size=1"], "batch_size"),
+        (["--precision=float64"], "precision"),
+        (["--jit_compile=maybe"], "jit_compile"),
+        (["--cifar_teacher=bogus"], "valid values"),
+        (["--rounds=0"], "rounds"),
+        (["--cifar_examples=10"], "cifar_examples"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(flags, needle):
+    proc = _run(*flags, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
