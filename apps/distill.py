@@ -80,6 +80,14 @@ flags.DEFINE_enum("quantization", "none", ("none", "dynamic", "float16", "int8")
 flags.DEFINE_bool("deterministic", True,
                   "Deterministic TensorFlow ops: the same flags and seed give bit-identical weights "
                   "on the same machine (slightly slower on some ops).")
+flags.DEFINE_enum("strategy", "none", ("none", "mirrored", "multi_worker"),
+                  "Distribution: none (one device), mirrored (MirroredStrategy over this "
+                  "machine's devices) or multi_worker (MultiWorkerMirroredStrategy: start the same "
+                  "command on every worker, each with TF_CONFIG naming the cluster and its index; "
+                  "worker 0 writes the students and the export). --batch_size is the global batch.")
+flags.DEFINE_bool("dist_global_batch", False,
+                  "With --method=dist under a strategy: compute DIST's intra-class correlations "
+                  "over the global batch (one all-gather per step) instead of per replica.")
 flags.DEFINE_integer("verbose", 2, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.",
                      lower_bound=0, upper_bound=2)
 
@@ -98,6 +106,7 @@ def main(argv):
         verbose=FLAGS.verbose, sampler=FLAGS.sampler,
         synthetic_loss_weight=FLAGS.synthetic_loss_weight, synthetic_ratio=FLAGS.synthetic_ratio,
         deterministic=FLAGS.deterministic, feature_weight=FLAGS.feature_weight, stages=FLAGS.stages, stage_epochs=FLAGS.stage_epochs,
+        strategy=FLAGS.strategy, dist_global_batch=FLAGS.dist_global_batch,
     )
     result = experiment.run(cfg)
     print(experiment.summary(result))

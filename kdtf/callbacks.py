@@ -234,3 +234,59 @@ class PhaseTensorBoard(keras.callbacks.TensorBoard):
             self._base_log_dir = self.log_dir
         self.log_dir = os.path.join(self._base_log_dir, model.name)
         super().set_model(model)
+
+
+class MemoryLogger(keras.callbacks.Callback):
+    """Records this process's resident memory (RSS, MiB) after every epoch.
+
+    For soak tests: a training loop that leaks (a growing Python list, a
+    retraced function per step, an unbounded cache) shows up as RSS growing
+    epoch after epoch. `history` holds `(epoch, seconds, rss_mib)` rows and,
+    with `log_dir`, each value is also written to TensorBoard as `rss_mib`.
+
+    Args:
+        log_dir: optional TensorBoard directory.
+
+    Example:
+    >>> mem = kdtf.callbacks.MemoryLogger()
+    >>> distiller.fit(train, epochs=50, callbacks=[mem])
+    >>> kdtf.callbacks.MemoryLogger.growth(mem.history, warmup=2)
+    """
+
+    def __init__(self, log_dir=None):
+        super().__init__()
+        self.log_dir = log_dir
+        self.history = []
+        self._start = None
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        import time
+
+        self._start = self._start or time.time()
+        if self.log_dir and self._writer is None:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        from kdtf.benchmark import PeakMemory
+
+        rss = PeakMemory.rss_mib()
+        self.history.append((len(self.history), time.time() - self._start, rss))
+        if self._writer is not None and rss is not None:
+            import tensorflow as tf
+
+            with self._writer.as_default():
+                tf.summary.scalar("rss_mib", rss, step=len(self.history))
+
+    @staticmethod
+    def growth(history, warmup=2):
+        """Relative RSS growth from the end of epoch `warmup` to the last epoch."""
+        rows = [r for r in history if r[2] is not None]
+        if len(rows) <= warmup:
+            raise ValueError(f"growth needs more than warmup={warmup} epochs; got {len(rows)}.")
+        base = rows[warmup - 1][2] if warmup > 0 else rows[0][2]
+        return (rows[-1][2] - base) / base

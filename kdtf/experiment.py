@@ -70,6 +70,13 @@ class RunConfig:
             the number of epochs of the head phase.
         deterministic: make TensorFlow ops deterministic, so the same
             settings give bit-identical weights on the same machine.
+        strategy: "none", "mirrored" (this machine's devices) or
+            "multi_worker" (`TF_CONFIG` cluster); see `kdtf.distribute`.
+            `batch_size` stays the global batch. Only the chief worker
+            writes exports and students; others keep their checkpoints in
+            `workdir/workers/<index>`.
+        dist_global_batch: DIST's intra-class term over the global batch
+            instead of each replica's (see `kdtf.losses.DIST`).
     """
 
     method: str = "kd"
@@ -97,6 +104,8 @@ class RunConfig:
     stages: str = ""
     stage_epochs: int = 10
     deterministic: bool = True
+    strategy: str = "none"
+    dist_global_batch: bool = False
 
     def validate(self):
         """Raises ValueError naming the first bad setting."""
@@ -130,6 +139,14 @@ class RunConfig:
         if int(self.stage_epochs) < 1:
             raise ValueError(f"stage_epochs must be >= 1; got {self.stage_epochs}.")
         parse_stages(self.stages)
+        from kdtf import distribute
+
+        _check_choice("strategy", self.strategy, distribute.STRATEGIES)
+        if self.strategy != "none" and self.method == "sskd":
+            raise ValueError(
+                "strategy: SSKD runs on one device for now; use --strategy=none with "
+                "--method=sskd (kd, dist, extracurricular and fitnets distribute)."
+            )
         return self
 
 
@@ -250,7 +267,8 @@ def fingerprint(cfg, **overrides):
     valid; anything else gives another run directory.
     """
     settings = {**dataclasses.asdict(cfg), **overrides}
-    for key in ("verbose", "export", "quantization", "compare_erm", "workdir", "deterministic"):
+    for key in ("verbose", "export", "quantization", "compare_erm", "workdir", "deterministic",
+                "strategy"):
         settings.pop(key, None)
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
@@ -271,7 +289,10 @@ def _tensorboard(log_dir, per_model=False):
 
 def _callbacks(cfg, run_name, fp):
     """TensorBoard logs and an atomic per-epoch backup (resumes after a crash)."""
-    run_dir = os.path.join(cfg.workdir, f"{run_name}_{fp}")
+    from kdtf import distribute
+
+    # Other workers than the chief keep their logs and backups to themselves.
+    run_dir = os.path.join(distribute.worker_dir(cfg.workdir), f"{run_name}_{fp}")
     return [
         *_tensorboard(os.path.join(run_dir, "tensorboard")),
         callbacks_lib.BackupAndRestore(os.path.join(run_dir, "backup"), fingerprint=fp),
@@ -284,10 +305,13 @@ def _build_model(name, splits, seed):
 
 
 def _datasets(cfg, splits, seed):
-    train = data_lib.make_dataset(
+    from kdtf import distribute
+
+    # Every worker shuffles alike and takes its share of each global batch.
+    train = distribute.shard_by_data(data_lib.make_dataset(
         splits.x_train, splits.y_train, batch_size=cfg.batch_size, shuffle=True, seed=seed
-    )
-    val = data_lib.make_dataset(splits.x_val, splits.y_val, batch_size=512)
+    ))
+    val = distribute.shard_by_data(data_lib.make_dataset(splits.x_val, splits.y_val, batch_size=512))
     return train, val
 
 
@@ -302,7 +326,9 @@ def teacher_path(cfg):
 def train_teacher(cfg, splits, path=None):
     """Trains `cfg.teacher` on `splits` and saves it atomically to `path`."""
     path = path or teacher_path(cfg)
-    teacher = _build_model(cfg.teacher, splits, cfg.seed)
+    from kdtf import distribute
+
+    teacher = distribute.enable_multi_worker(_build_model(cfg.teacher, splits, cfg.seed))
     train, val = _datasets(cfg, splits, cfg.seed)
     teacher.compile(
         optimizer=_optimizer(cfg, cfg.teacher_epochs * len(train)),
@@ -315,7 +341,7 @@ def train_teacher(cfg, splits, path=None):
         callbacks=_callbacks(cfg, f"teacher_{os.path.basename(path)[:-6]}",
                              fingerprint(cfg, role="teacher", path=os.path.abspath(path))),
     )
-    save_model_atomic(teacher, path)
+    save_model_atomic(teacher, _own_path(cfg, path))
     return teacher
 
 
@@ -392,7 +418,7 @@ def make_distiller(cfg, teacher, student, method, x_train=None, sampler=None):
     if method in ("kd", "extracurricular"):
         loss = losses_lib.KD(temperature=cfg.temperature)
     elif method == "dist":
-        loss = losses_lib.DIST(temperature=cfg.temperature)
+        loss = losses_lib.DIST(temperature=cfg.temperature, global_batch=cfg.dist_global_batch)
     else:
         raise ValueError(
             f"method: {method!r} is not a distillation method; valid: "
@@ -426,7 +452,9 @@ def train_student(cfg, splits, teacher, method, sampler=None):
         return student, _train_sskd(cfg, splits, teacher, student)
     train, val = _datasets(cfg, splits, cfg.seed)
     if method == "none":
-        model = student
+        from kdtf import distribute
+
+        model = distribute.enable_multi_worker(student)
     else:
         model = make_distiller(cfg, teacher, student, method, splits.x_train, sampler=sampler)
     model.compile(
@@ -498,6 +526,16 @@ def run(cfg):
     cfg.validate()
     start = time.time()
     seed_everything(cfg)
+    from kdtf import distribute
+
+    strategy = distribute.make_strategy(cfg.strategy)
+    if not distribute.is_chief(strategy):  # only the chief exports
+        cfg = dataclasses.replace(cfg, export="")
+    with strategy.scope():
+        return _run(cfg, start)
+
+
+def _run(cfg, start):
     full, splits = load_data(cfg)
     teacher = load_or_train_teacher(cfg, full)
     result = {"config": dataclasses.asdict(cfg), "teacher": evaluate(teacher, full), "students": {}}
@@ -516,7 +554,8 @@ def run(cfg):
         }
     final = trained[cfg.method]
     for method, student in trained.items():  # every student, for apps/report.py
-        save_model_atomic(student, os.path.join(cfg.workdir, "students", f"{method}_{cfg.student}_s{cfg.seed}.keras"))
+        path = os.path.join(cfg.workdir, "students", f"{method}_{cfg.student}_s{cfg.seed}.keras")
+        save_model_atomic(student, _own_path(cfg, path))
     if cfg.export:
         from kdtf import export as export_lib
 
@@ -532,7 +571,7 @@ def run(cfg):
         result["export"] = report.to_dict()
         result["export_summary"] = str(report)
     result["seconds"] = time.time() - start
-    out = os.path.join(cfg.workdir, "results", f"{cfg.method}_{cfg.student}_s{cfg.seed}.json")
+    out = os.path.join(_worker_workdir(cfg), "results", f"{cfg.method}_{cfg.student}_s{cfg.seed}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
@@ -556,6 +595,26 @@ def summary(result):
     if "export_summary" in result:
         lines.append(result["export_summary"])
     return "\n".join(lines)
+
+
+def _own_path(cfg, path):
+    """`path`, or for a worker other than the chief its private copy.
+
+    Every worker must save (reading mirrored variables is a collective
+    operation under MultiWorkerMirroredStrategy); only the chief's file is
+    the run's result.
+    """
+    own = _worker_workdir(cfg)
+    if own == cfg.workdir:
+        return path
+    return os.path.join(own, os.path.relpath(os.path.abspath(path), os.path.abspath(cfg.workdir)))
+
+
+def _worker_workdir(cfg):
+    """`cfg.workdir` on the chief, a private directory on other workers."""
+    from kdtf import distribute
+
+    return distribute.worker_dir(cfg.workdir)
 
 
 def _log(cfg, message):

@@ -2,6 +2,7 @@
 import keras
 from keras import ops
 
+from kdtf.backend import distribute
 from kdtf.losses.base import DistillationLoss, check_temperature
 
 _EPS = 1e-8
@@ -12,8 +13,14 @@ def _rowwise_pearson(a, b):
     a = a - ops.mean(a, axis=-1, keepdims=True)
     b = b - ops.mean(b, axis=-1, keepdims=True)
     num = ops.sum(a * b, axis=-1)
-    den = ops.sqrt(ops.sum(a * a, axis=-1)) * ops.sqrt(ops.sum(b * b, axis=-1))
+    # The clamp keeps the gradient of sqrt finite for a constant row (the
+    # value is unchanged: 1e-15 is far below _EPS).
+    den = _norm(a) * _norm(b)
     return num / (den + _EPS)
+
+
+def _norm(a):
+    return ops.sqrt(ops.maximum(ops.sum(a * a, axis=-1), 1e-30))
 
 
 @keras.saving.register_keras_serializable(package="kdtf")
@@ -27,14 +34,23 @@ class DIST(DistillationLoss):
     Dense outputs `[B, ..., C]` are flattened to `[B * ..., C]`.
 
     The intra-class term correlates each class column over the batch, so it
-    needs at least 2 examples; under `tf.distribute` it is computed over each
-    replica's own batch, as the reference implementation does.
+    needs at least 2 examples. Under `tf.distribute` it is by default
+    computed over each replica's own batch, as the reference implementation
+    does (each replica sees `global_batch / replicas` examples, so its
+    correlations are noisier than on one device with the same global batch).
+    With `global_batch=True` the softened outputs are gathered from all
+    replicas (of all workers) before the intra-class term, which then equals
+    the single-device value for the same global batch, at the cost of one
+    all-gather of `[batch, classes]` per step; gradients flow back to each
+    replica's own rows.
 
     Args:
         temperature: softening temperature `tau > 0`. Defaults to 1.0
             (ImageNet setting; the paper uses 4.0 on CIFAR-100).
         beta: weight of the inter-class (per-example) term. Defaults to 1.0.
         gamma: weight of the intra-class (per-class) term. Defaults to 1.0.
+        global_batch: compute the intra-class term over the global batch
+            under `tf.distribute` (see above). Defaults to False.
         name: name of the loss. Defaults to `"dist"`.
         reduction: `keras.losses.Loss` reduction. The per-example value is
             `tau^2 * (beta * (1 - rho_n) + gamma * L_intra)`, so the mean
@@ -56,6 +72,7 @@ class DIST(DistillationLoss):
         gamma=1.0,
         name="dist",
         reduction="sum_over_batch_size",
+        global_batch=False,
     ):
         super().__init__(name=name, reduction=reduction)
         self.temperature = check_temperature(temperature)
@@ -64,6 +81,9 @@ class DIST(DistillationLoss):
                 raise ValueError(f"`{arg}` must be a number >= 0; got {value!r}.")
         self.beta = float(beta)
         self.gamma = float(gamma)
+        if not isinstance(global_batch, bool):
+            raise ValueError(f"`global_batch` must be True or False; got {global_batch!r}.")
+        self.global_batch = global_batch
 
     def call(self, teacher_outputs, student_outputs):
         num_classes = teacher_outputs.shape[-1]
@@ -81,8 +101,12 @@ class DIST(DistillationLoss):
         y_t = ops.softmax(z_t / tau, axis=-1)
         y_s = ops.softmax(z_s / tau, axis=-1)
         inter = 1.0 - _rowwise_pearson(y_s, y_t)
+        if self.global_batch:
+            y_s_all, y_t_all = distribute.all_gather(y_s), distribute.all_gather(y_t)
+        else:
+            y_s_all, y_t_all = y_s, y_t
         intra = 1.0 - ops.mean(
-            _rowwise_pearson(ops.transpose(y_s), ops.transpose(y_t))
+            _rowwise_pearson(ops.transpose(y_s_all), ops.transpose(y_t_all))
         )
         per_row = (tau * tau) * (self.beta * inter + self.gamma * intra)
         # One value per example: average the rows that belong to it.
@@ -99,4 +123,5 @@ class DIST(DistillationLoss):
             "temperature": self.temperature,
             "beta": self.beta,
             "gamma": self.gamma,
+            "global_batch": self.global_batch,
         }

@@ -28,7 +28,8 @@ def build():
                                 keras.layers.Dense(5)])
     student = keras.Sequential([keras.Input((10,)), keras.layers.Dense(8, activation="tanh"),
                                 keras.layers.Dense(5)])
-    losses = {"kd": kdtf.losses.KD(2.0), "dist": kdtf.losses.DIST(2.0)}
+    losses = {"kd": kdtf.losses.KD(2.0), "dist": kdtf.losses.DIST(2.0),
+              "dist_global": kdtf.losses.DIST(2.0, global_batch=True)}
     sampler = None
     from kdtf import samplers
 

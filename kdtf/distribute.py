@@ -1,0 +1,174 @@
+"""Choosing a `tf.distribute` strategy for a run, and who writes files.
+
+`kdtf.Distiller` trains under any strategy whose scope its models were built
+in: `MirroredStrategy` (the devices of one machine) and
+`MultiWorkerMirroredStrategy` (several machines, or several processes of
+one machine, configured through the `TF_CONFIG` environment variable).
+Keras 3.15's own `fit` does not work under the multi-worker strategy
+(keras-team/keras#20585); the Distiller's steps do (see
+`kdtf/backend/distribute.py`).
+
+In a multi-worker run every worker runs the same program; only the chief
+(worker 0) writes the results that matter (the student file, exports),
+while the others write their checkpoints to a private directory
+(`worker_dir`), as Keras's own callbacks do.
+
+Example:
+
+```python
+strategy = kdtf.distribute.make_strategy("multi_worker")   # reads TF_CONFIG
+with strategy.scope():
+    distiller = kdtf.Distiller(teacher=load_teacher(), student=make_student())
+    distiller.compile(...)
+distiller.fit(kdtf.distribute.shard_by_data(train_ds), epochs=10)
+if kdtf.distribute.is_chief(strategy):
+    distiller.student.save("student.keras")
+```
+"""
+import json
+import os
+
+STRATEGIES = ("none", "mirrored", "multi_worker")
+
+
+def make_strategy(name="none"):
+    """Returns the `tf.distribute` strategy called `name`.
+
+    Args:
+        name: "none" (the default strategy: one device), "mirrored"
+            (`MirroredStrategy` over this machine's devices) or
+            "multi_worker" (`MultiWorkerMirroredStrategy`; needs `TF_CONFIG`
+            describing the cluster and this worker's index).
+
+    Returns:
+        A `tf.distribute.Strategy`.
+
+    Raises:
+        ValueError: unknown `name`, or "multi_worker" without a valid
+            `TF_CONFIG`.
+    """
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy: unknown {name!r}; valid: {', '.join(STRATEGIES)}.")
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    config = tf_config()
+    if not config.get("cluster", {}).get("worker") or "task" not in config:
+        raise ValueError(
+            "strategy: 'multi_worker' needs the TF_CONFIG environment variable with "
+            "the cluster and this worker's task, e.g. TF_CONFIG='{\"cluster\": "
+            "{\"worker\": [\"host1:12345\", \"host2:12345\"]}, \"task\": {\"type\": "
+            "\"worker\", \"index\": 0}}' (see README, Distributed training)."
+        )
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def tf_config():
+    """The parsed `TF_CONFIG` environment variable ({} when unset).
+
+    Raises:
+        ValueError: when `TF_CONFIG` is set but is not a JSON object.
+    """
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw.strip():
+        return {}
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e.msg}): {raw[:80]!r}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object; got {raw[:80]!r}.")
+    return config
+
+
+def worker_index(strategy=None):
+    """This worker's index in a multi-worker run (0 otherwise).
+
+    Args:
+        strategy: the run's strategy; defaults to the current one
+            (`tf.distribute.get_strategy()`, i.e. the one whose scope is open).
+    """
+    import tensorflow as tf
+
+    from kdtf.backend import distribute as backend_distribute
+
+    strategy = strategy or tf.distribute.get_strategy()
+    if not backend_distribute.in_multi_worker_mode(strategy):
+        return 0
+    task = tf_config().get("task", {})
+    return int(task.get("index", 0)) if task.get("type", "worker") in ("worker", "chief") else 0
+
+
+def is_chief(strategy=None):
+    """Whether this process writes the run's results (worker 0, or alone)."""
+    return worker_index(strategy) == 0
+
+
+def worker_dir(workdir, strategy=None):
+    """`workdir` for the chief; a private `workdir/workers/<i>` otherwise."""
+    index = worker_index(strategy)
+    return workdir if index == 0 else os.path.join(workdir, "workers", str(index))
+
+
+def enable_multi_worker(model):
+    """Makes `model.fit`/`evaluate` work under MultiWorkerMirroredStrategy.
+
+    Keras 3.15's `fit` fails there (keras-team/keras#20585). This patches the
+    *instance* `model` (any `keras.Model` on the TensorFlow backend, built
+    in the strategy's scope) the way `kdtf.Distiller` works by itself: it
+    builds from the first local batch and reduces its logs correctly. Other
+    instances of the class are untouched; a model that is not under a
+    multi-worker strategy behaves exactly as before.
+
+    Args:
+        model: a `keras.Model`.
+
+    Returns:
+        `model`, patched.
+
+    Example:
+
+    ```python
+    with strategy.scope():
+        teacher = kdtf.distribute.enable_multi_worker(make_teacher())
+        teacher.compile(...)
+    teacher.fit(kdtf.distribute.shard_by_data(train_ds), epochs=10)
+    ```
+    """
+    import types
+
+    from kdtf.backend import distribute as backend_distribute
+
+    if getattr(model, "_kdtf_multi_worker", False):
+        return model
+    train_step, test_step = model.train_step, model.test_step
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return None
+        return backend_distribute.maybe_symbolic_build(self, iterator, data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, model)
+    model.train_step = lambda data: backend_distribute.logs_for_reduction(train_step(data))
+    model.test_step = lambda data: backend_distribute.logs_for_reduction(test_step(data))
+    model._kdtf_multi_worker = True
+    return model
+
+
+def shard_by_data(dataset):
+    """Shards `dataset` across workers by element (AutoShardPolicy.DATA).
+
+    In-memory datasets have no files to shard by; with DATA sharding each
+    global batch is split between the workers, so a run with N workers
+    follows the same sequence of global batches as one worker.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return dataset.with_options(options)
