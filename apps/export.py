@@ -62,6 +62,14 @@ _NUM_CALIBRATION = flags.DEFINE_integer(
     "num_calibration", 100,
     "Number of training samples used to calibrate int8 activation ranges "
     "(the first N of the training split).", lower_bound=1)
+_CALIBRATION_SOURCE = flags.DEFINE_enum(
+    "calibration_source", "real", ("real", "mixup", "cutmix", "noise", "gmm", "uniform"),
+    "Where the --num_calibration int8 calibration inputs come from: 'real' "
+    "training inputs, or as many synthetic inputs drawn by a kdtf.samplers "
+    "sampler fitted to (or mixing) those real inputs: mixup, cutmix (images "
+    "only), noise (Gaussian kernel density), gmm (Gaussian mixture), uniform "
+    "(per-feature box). Real inputs calibrate best (README, calibration "
+    "study); samplers are for when only a fitted data model may be shipped.")
 _VERIFY = flags.DEFINE_bool(
     "verify", True,
     "Run the exported .tflite file with LiteRT on the test split of "
@@ -176,6 +184,15 @@ def run(argv_flags):
     if quantization == "int8":
         representative = _match_input(
             x_train[:argv_flags.num_calibration], model, "training")
+        if argv_flags.calibration_source != "real":
+            from kdtf import samplers
+
+            sampler = samplers.get(argv_flags.calibration_source, seed=0)
+            if hasattr(sampler, "validate"):
+                sampler.validate(representative.shape[1:])
+            if hasattr(sampler, "fit"):
+                sampler.fit(representative)
+            representative = (sampler, representative)
     verify_data = None
     if argv_flags.verify:
         verify_data = _match_input(x_test, model, "test")

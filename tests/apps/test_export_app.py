@@ -127,3 +127,26 @@ def test_saved_model_export_run(student):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (output / "saved_model.pb").exists()
     assert "serving_default" in result.stdout
+
+
+@pytest.mark.parametrize("source", ["gmm", "noise"])
+def test_int8_calibration_from_a_sampler(student, source):
+    directory, model_path, data_path = student
+    output = directory / f"student_int8_{source}.tflite"
+    result = run_app(f"--model={model_path}", f"--output={output}", "--quantization=int8",
+                     f"--dataset={data_path}", "--num_calibration=32",
+                     f"--calibration_source={source}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert output.read_bytes()[4:8] == b"TFL3"
+    assert "agreement" in result.stdout
+
+
+def test_cutmix_calibration_on_flat_inputs_is_a_clear_error(student):
+    directory, model_path, data_path = student
+    output = directory / "student_int8_cutmix.tflite"
+    result = run_app(f"--model={model_path}", f"--output={output}", "--quantization=int8",
+                     f"--dataset={data_path}", "--calibration_source=cutmix")
+    assert result.returncode == 1
+    errors = error_lines(result)
+    assert len(errors) == 1 and "CutMix" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not output.exists()
