@@ -98,6 +98,7 @@ def _app_result(work):
         return json.load(f)
 
 
+@pytest.mark.slow  # ~60-150 s; the 2-worker library tests above run in CI
 def test_distill_app_on_two_workers_matches_one_worker(tmp_path):
     """apps/distill.py --strategy=multi_worker on MNIST-1D: 2 processes, same global batch.
 
