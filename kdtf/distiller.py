@@ -592,11 +592,10 @@ def _check_model(arg, model):
 
 
 def _input_shape(model):
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs or len(inputs) != 1:
+    from kdtf.models import known_inputs
+
+    inputs = known_inputs(model)
+    if len(inputs) != 1:
         return None
     return tuple(inputs[0].shape[1:])
 

@@ -35,10 +35,9 @@ def input_spec(model, name=INPUT_NAME):
         raise TypeError(
             f"`model` must be a keras.Model, got {type(model).__name__}."
         )
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
+    from kdtf.models import known_inputs
+
+    inputs = known_inputs(model)
     if not inputs:
         raise ValueError(
             "`model` has no defined inputs. Build it from `keras.Input` "

@@ -114,6 +114,29 @@ def get(name, input_shape=None, num_classes=None, **kwargs):
     return builder(input_shape=input_shape, num_classes=num_classes, **kwargs)
 
 
+def known_inputs(model):
+    """The symbolic inputs of `model`, or `[]` when it has none yet.
+
+    Functional and Sequential models built from `keras.Input` know their
+    inputs; a subclassed or unbuilt model raises on `model.inputs`, which is
+    taken here as "no known inputs".
+
+    Args:
+        model: a `keras.Model`.
+
+    Returns:
+        A list of `KerasTensor`s (possibly empty).
+
+    Example:
+    >>> [tuple(x.shape) for x in known_inputs(kdtf.models.get("mnist1d_mlp"))]
+    [(None, 40)]
+    """
+    try:
+        return list(model.inputs or [])
+    except (AttributeError, ValueError):
+        return []
+
+
 def stage_endpoints(model):
     """Names of the layers that end each backbone stage, in order.
 

@@ -127,10 +127,9 @@ def count_macs(model, input_shape=None):
     15040
     """
     if input_shape is None:
-        try:
-            inputs = model.inputs
-        except (AttributeError, ValueError):
-            inputs = None
+        from kdtf.models import known_inputs
+
+        inputs = known_inputs(model)
         if not inputs:
             raise ValueError(
                 f"count_macs: the model {model.name!r} has no known input shape; pass "
