@@ -265,8 +265,6 @@ class Distiller(keras.Model):
         # Keras 3.15 reduces the first batch across workers here, which
         # fails under MultiWorkerMirroredStrategy (keras#20585). Only the
         # TensorFlow trainer calls this.
-        if self._distribute_strategy is None:
-            return None
         from kdtf.backend import distribute
 
         return distribute.maybe_symbolic_build(self, iterator, data_batch)

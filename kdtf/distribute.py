@@ -145,13 +145,9 @@ def enable_multi_worker(model):
     if getattr(model, "_kdtf_multi_worker", False):
         return model
     train_step, test_step = model.train_step, model.test_step
-
-    def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None:
-            return None
-        return backend_distribute.maybe_symbolic_build(self, iterator, data_batch)
-
-    model._maybe_symbolic_build = types.MethodType(maybe_symbolic_build, model)
+    model._maybe_symbolic_build = types.MethodType(
+        backend_distribute.maybe_symbolic_build, model
+    )
     model.train_step = lambda data: backend_distribute.logs_for_reduction(train_step(data))
     model.test_step = lambda data: backend_distribute.logs_for_reduction(test_step(data))
     model._kdtf_multi_worker = True

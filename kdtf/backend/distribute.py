@@ -60,6 +60,9 @@ def maybe_symbolic_build(model, iterator=None, data_batch=None):
     and with a reshuffling dataset it also spends the first shuffle order, so
     a run under any strategy would see other batches than one without.
     """
+    if model._distribute_strategy is None:
+        # No strategy: Keras defers building to the traced step; so do we.
+        return None
     strategy = model.distribute_strategy
     if iterator is not None and data_batch is None:
         adapter = getattr(iterator, "data_adapter", None)
@@ -84,15 +87,6 @@ def logs_for_reduction(logs):
         key: tf.reshape(value, [1]) if value.shape.rank == 0 else value
         for key, value in logs.items()
     }
-
-
-def num_replicas():
-    """Replicas in sync in the current replica context (1 outside one)."""
-    tf = _tf()
-    if tf is None:
-        return 1
-    ctx = tf.distribute.get_replica_context()
-    return 1 if ctx is None else ctx.num_replicas_in_sync
 
 
 def all_gather(x):
