@@ -31,3 +31,9 @@ def test_report_flags_a_leak():
     assert "FAILS" in soak.to_markdown(res, "cmd")
     res["growth"] = 0.01
     assert "passes" in soak.to_markdown(res, "cmd")
+
+
+def test_slope_is_least_squares_kib_per_epoch():
+    assert soak._slope_kib([100.0, 101.0, 102.0, 103.0]) == pytest.approx(1024.0)
+    assert soak._slope_kib([100.0, 100.5, 100.0, 100.5]) == pytest.approx(0.1 * 1024)
+    assert soak._slope_kib([5.0]) == 0.0

@@ -52,9 +52,21 @@ def run(minutes, workdir, epochs_per_fit=10, warmup=3, seed=0):
         "minutes": (time.time() - start) / 60, "epochs": len(rss), "fit_calls": fits,
         "warmup_epochs": warmup, "rss_mib": rss, "seconds": [r[1] for r in memory.history],
         "growth": callbacks_lib.MemoryLogger.growth(memory.history, warmup=warmup),
+        "slope_kib_per_epoch": _slope_kib(rss[warmup:]),
         "rss_min": min(rss), "rss_max": max(rss), "val_accuracy": accuracy,
         "steps_per_epoch": len(train),
     }
+
+
+def _slope_kib(rss):
+    """Least-squares RSS growth per epoch, KiB."""
+    if len(rss) < 2:
+        return 0.0
+    n = len(rss)
+    mean_x, mean_y = (n - 1) / 2, sum(rss) / n
+    num = sum((i - mean_x) * (r - mean_y) for i, r in enumerate(rss))
+    den = sum((i - mean_x) ** 2 for i in range(n))
+    return 1024 * num / den
 
 
 def to_markdown(res, command):
@@ -69,7 +81,8 @@ def to_markdown(res, command):
         "extracurricular with a fitted GMM sampler, every app callback).", "",
         f"RSS after warm-up (epoch {w}): {rss[w - 1]:.0f} MiB; last epoch: {rss[-1]:.0f} MiB; "
         f"min {res['rss_min']:.0f}, max {res['rss_max']:.0f} MiB. "
-        f"**Growth {100 * res['growth']:+.2f}%** (target < 5%: {verdict}).", "",
+        f"**Growth {100 * res['growth']:+.2f}%** (target < 5%: {verdict}); least-squares slope after "
+        f"warm-up {res.get('slope_kib_per_epoch', float('nan')):.1f} KiB/epoch.", "",
         "RSS (MiB) at each tenth of the run: " + ", ".join(f"{v:.0f}" for v in tenths), "",
         "Validation accuracy after each fit call: "
         + ", ".join(f"{a:.3f}" for a in res["val_accuracy"]), "",
