@@ -1,5 +1,6 @@
 """The `Distiller`: a `keras.Model` that trains a student from a teacher."""
 import inspect
+import sys
 
 import keras
 from keras import ops
@@ -243,20 +244,33 @@ class Distiller(keras.Model):
         # Order in the progress bar: loss, its terms, then compiled metrics.
         return base[:1] + trackers + base[1:]
 
-    def fit(self, *args, callbacks=None, **kwargs):
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            **kwargs):
         """`keras.Model.fit`, stopping with an error on a non-finite loss.
 
         A `kdtf.callbacks.NonFiniteGuard` is put first among the callbacks
         (unless one is given) so that training stops at the first step whose
         loss is NaN or Inf, before any later callback (such as a checkpoint)
-        sees the damaged state. The update of that step is skipped.
+        sees the damaged state. The update of that step is skipped. A
+        `kdtf.callbacks.LeakGuard` is added too (unless one is given), and a
+        finite `tf.data.Dataset` without `steps_per_epoch` is iterated by one
+        iterator for all epochs (`kdtf.data.one_iterator_per_fit`: each epoch
+        still sees every example once), so long runs do not grow memory
+        through upstream leaks.
         """
-        from kdtf.callbacks import NonFiniteGuard
+        from kdtf.callbacks import LeakGuard, NonFiniteGuard
 
         callbacks = list(callbacks or [])
         if not any(isinstance(c, NonFiniteGuard) for c in callbacks):
             callbacks.insert(0, NonFiniteGuard())
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+        if not any(isinstance(c, LeakGuard) for c in callbacks):
+            callbacks.append(LeakGuard())
+        if "tensorflow" in sys.modules:  # else `x` is no tf.data.Dataset (JAX without TF)
+            from kdtf.data import one_iterator_per_fit
+
+            x, kwargs["steps_per_epoch"] = one_iterator_per_fit(x, kwargs.get("steps_per_epoch"))
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                           callbacks=callbacks, **kwargs)
 
     def train_step(self, *args, **kwargs):
         return self._train_step_fn(self, *args, **kwargs)

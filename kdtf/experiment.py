@@ -296,6 +296,7 @@ def _callbacks(cfg, run_name, fp):
     return [
         *_tensorboard(os.path.join(run_dir, "tensorboard")),
         callbacks_lib.BackupAndRestore(os.path.join(run_dir, "backup"), fingerprint=fp),
+        callbacks_lib.LeakGuard(),
     ]
 
 
@@ -371,12 +372,14 @@ def load_model(path, arg="model"):
 
 def save_model_atomic(model, path, overwrite=True):
     """Saves `model` to `path` so that a crash never leaves a partial file."""
+    from kdtf.backend import memory
     from kdtf.export.atomic import atomic_path
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_path(path, overwrite=overwrite) as tmp:
         model.save(tmp + ".keras")
         os.replace(tmp + ".keras", tmp)
+    memory.share_saving_skipsets()
 
 
 def make_sampler(cfg, x_train):

@@ -260,3 +260,29 @@ def test_feature_losses_get_named_layers_and_train_adapters():
 def test_unknown_feature_layer_lists_valid_names():
     with pytest.raises(ValueError, match="valid layer names: .*hidden"):
         kdtf.Distiller(_named(12, 4, 32, "t"), _named(12, 4, 8, "s"), _FeatureL2("nope", "hidden"))
+
+
+def test_fit_on_a_dataset_keeps_one_iterator_and_stays_reproducible():
+    x, y = _data()
+
+    def run(fit, shuffle):
+        keras.utils.set_random_seed(0)
+        ds = kdtf.data.make_dataset(x, y, batch_size=32, shuffle=shuffle, seed=1)
+        val = kdtf.data.make_dataset(x[:40], y[:40], batch_size=16)
+        d = _distiller()
+        d.compile(optimizer="adam", loss=CE, metrics=["accuracy"])
+        history = fit(d, ds, epochs=3, verbose=0, validation_data=val)
+        return [v.numpy() for v in d.student.weights], history.history
+
+    def assert_same(a, b):
+        for u, v in zip(a[0], b[0]):
+            np.testing.assert_array_equal(u, v)
+        assert a[1] == b[1]
+
+    # Unshuffled, the batches are Keras's own (a fresh iterator every epoch).
+    assert_same(run(kdtf.Distiller.fit, False), run(keras.Model.fit, False))
+    # Shuffled: the same seed gives the same run; the first epoch is Keras's.
+    ours = run(kdtf.Distiller.fit, True)
+    assert_same(ours, run(kdtf.Distiller.fit, True))
+    plain = run(keras.Model.fit, True)
+    assert ours[1]["loss"][0] == plain[1]["loss"][0]

@@ -13,6 +13,7 @@ from kdtf.data.datasets import generate_mnist1d
 from kdtf.data.datasets import load
 from kdtf.data.pipeline import Augment
 from kdtf.data.pipeline import make_dataset
+from kdtf.data.pipeline import one_iterator_per_fit
 from kdtf.data.validation import validate_arrays
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "available",
     "load",
     "make_dataset",
+    "one_iterator_per_fit",
     "validate_arrays",
 ]

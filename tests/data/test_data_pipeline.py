@@ -174,3 +174,48 @@ def test_fits_a_keras_model():
                                   shuffle=True), epochs=1, verbose=0,
                      shuffle=False)
     assert np.isfinite(hist.history["loss"][0])
+
+
+def _epochs_fresh_iterators(ds, epochs):
+    return [[t.numpy() for t in tf.nest.flatten(b)] for _ in range(epochs) for b in ds]
+
+
+def _epochs_one_iterator(ds, epochs):
+    from kdtf.data import one_iterator_per_fit
+
+    repeated, steps = one_iterator_per_fit(ds)
+    it = iter(repeated)
+    return [[t.numpy() for t in tf.nest.flatten(next(it))] for _ in range(epochs * steps)]
+
+
+def test_one_iterator_per_fit_gives_the_batches_of_fresh_iterators():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(21, 6, 6, 1)).astype("uint8")
+    y = np.arange(21)
+    for augment in (None, Augment(random_crop_padding=2, seed=5)):
+        make = lambda: make_dataset(x, y, batch_size=4, shuffle=True, seed=3, augment=augment)
+        fresh = _epochs_fresh_iterators(make(), 3)
+        one = _epochs_one_iterator(make(), 3)
+        assert len(fresh) == len(one) == 18  # 6 batches (the last of 1) x 3 epochs
+        for a, b in zip(fresh, one):
+            for u, v in zip(a, b):
+                np.testing.assert_array_equal(u, v)
+        # The epochs differ from each other (reshuffled, new augmentations).
+        assert not np.array_equal(fresh[0][1], fresh[6][1])
+
+
+def test_one_iterator_per_fit_leaves_other_inputs_alone():
+    from kdtf.data import one_iterator_per_fit
+
+    ds = make_dataset(np.zeros((10, 3), "float32"), batch_size=4)
+    assert one_iterator_per_fit(ds, steps=2) == (ds, 2)
+    repeated = ds.repeat()
+    assert one_iterator_per_fit(repeated) == (repeated, None)
+    unknown = ds.filter(lambda b: True)
+    assert one_iterator_per_fit(unknown) == (unknown, None)
+    empty = ds.take(0)
+    assert one_iterator_per_fit(empty) == (empty, None)
+    arrays = np.zeros((4, 3))
+    assert one_iterator_per_fit(arrays)[0] is arrays
+    repeated, steps = one_iterator_per_fit(ds)
+    assert steps == 3 and int(repeated.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
