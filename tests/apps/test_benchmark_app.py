@@ -1,24 +1,14 @@
 """End-to-end test of apps/benchmark.py on tiny settings (one pair, one round)."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import app_runner
 
 
 def _run(*flags, check=True, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-               KERAS_BACKEND="tensorflow")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "apps", "benchmark.py"), *flags],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"benchmark.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    env = dict(app_runner.ENV, KERAS_BACKEND="tensorflow")
+    return app_runner.run("benchmark.py", *flags, check=check, timeout=timeout, env=env)
 
 
 def test_help_explains_every_flag():
@@ -53,6 +43,18 @@ def test_benchmark_end_to_end(tmp_path):
     rows = result["pairs"]["mnist1d"]["rows"]
     assert all(r["images_per_s"] > 0 and r["peak_rss_mib"] > 0 for r in rows)
     assert result["pairs"]["mnist1d"]["cache"]["memory_bytes"] == 3600 * 10 * 2
+
+
+def test_augment_times_in_step_augmentation(tmp_path):
+    out_md = str(tmp_path / "BENCHMARKS.md")
+    _run("--pairs=cifar", "--modes=kd", "--inputs=memory", "--steps=2", "--warmup_steps=1",
+         "--rounds=1", "--batch_size=32", "--augment", "--cifar_examples=256",
+         "--cifar_student=mnist_cnn_small", f"--output={out_md}")
+    md = open(out_md).read()
+    assert "kdtf KD, augmented in step" in md and "RandomCropFlip" in md
+    assert "KD augmented in step / kdtf KD, memory" in md
+    rows = json.load(open(str(tmp_path / "BENCHMARKS.json")))["pairs"]["cifar"]["rows"]
+    assert any(r["name"] == "kdtf KD, augmented in step" and r["images_per_s"] > 0 for r in rows)
 
 
 @pytest.mark.parametrize(

@@ -1,23 +1,10 @@
 """End-to-end tests of apps/distill.py, apps/train_teacher.py and apps/evaluate.py."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _run(app, *flags, check=True):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "apps", app), *flags],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{app} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from app_runner import run as _run
 
 
 def test_help_explains_every_flag():

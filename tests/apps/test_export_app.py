@@ -1,24 +1,19 @@
 """End-to-end tests of apps/export.py, run as a script in a subprocess."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-APP = os.path.join(REPO_ROOT, "apps", "export.py")
+import app_runner
+
 FLAGS = ("model", "output", "format", "quantization", "int8_io", "dataset",
          "num_calibration", "verify", "overwrite")
 
 
 def run_app(*args, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(app_runner.ENV)
     env.pop("PYTHONPATH", None)  # The app must work without installing kdtf.
-    return subprocess.run(
-        [sys.executable, APP, *args], capture_output=True, text=True,
-        timeout=timeout, cwd=REPO_ROOT, env=env)
+    return app_runner.run("export.py", *args, check=False, timeout=timeout, env=env)
 
 
 def error_lines(result):

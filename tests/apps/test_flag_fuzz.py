@@ -1,14 +1,11 @@
 """Fuzz: the apps given random invalid flag values exit 1 or 2 with one line."""
-import os
 import random
 import re
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+import app_runner
+
 APPS = ("distill.py", "train_teacher.py", "evaluate.py", "export.py", "study.py",
         "regression_demo.py")
 # Flags where any string is a valid value (paths of outputs): a fuzzed value
@@ -19,8 +16,7 @@ BAD_VALUES = ["", "nan", "-inf", "1e999", "-1", "0", "abc", "3.5.1", "🙂", "--
 
 
 def _flags(app):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "apps", app), "--help"],
-                         capture_output=True, text=True, env=ENV, timeout=120).stdout
+    out = app_runner.run(app, "--help", timeout=120).stdout
     names = sorted(set(re.findall(r"^\s+--(?:\[no\])?([a-z_0-9]+)", out, re.M)))
     return [n for n in names if n not in ANY_STRING]
 
@@ -51,9 +47,7 @@ def test_random_invalid_flags_never_give_a_traceback(cases, tmp_path):
         else:
             guard = [] if flag == "epochs" else ["--epochs=0"]
         extra = [f"--workdir={tmp_path}"] if app in ("distill.py", "train_teacher.py", "study.py") else []
-        proc = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "apps", app), f"--{flag}={value}", *guard, *extra],
-            capture_output=True, text=True, env=ENV, timeout=180)
+        proc = app_runner.run(app, f"--{flag}={value}", *guard, *extra, check=False, timeout=180)
         lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
         if (proc.returncode not in (1, 2) or "Traceback" in proc.stderr or len(lines) != 1
                 or "Unknown command line flag" in proc.stderr):

@@ -1,16 +1,11 @@
 """End-to-end tests of apps/regression_demo.py."""
 import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-APP = os.path.join(ROOT, "apps", "regression_demo.py")
+import app_runner
 
 
 def _run(*flags):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, APP, *flags], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+    return app_runner.run("regression_demo.py", *flags, check=False, timeout=300)
 
 
 def test_help_explains_every_flag():

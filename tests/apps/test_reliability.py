@@ -8,9 +8,10 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-APP = os.path.join(ROOT, "apps", "distill.py")
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+import app_runner
+from app_runner import ENV
+
+APP = app_runner.app_path("distill.py")
 
 
 def _weights(path):
@@ -23,12 +24,8 @@ def _weights(path):
 
 
 def _distill(workdir, *flags):
-    proc = subprocess.run(
-        [sys.executable, APP, f"--workdir={workdir}", "--verbose=0", "--export=",
-         "--nocompare_erm", *flags],
-        capture_output=True, text=True, env=ENV, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    return app_runner.run("distill.py", f"--workdir={workdir}", "--verbose=0", "--export=",
+                          "--nocompare_erm", *flags)
 
 
 def test_same_seed_gives_bit_identical_students(tmp_path):
@@ -68,9 +65,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes(tmp_path):
     assert 1 <= epoch_done < 15
     assert not os.path.exists(os.path.join(work, "students", "kd_mnist1d_mlp_s0.keras"))
     # The same command resumes from the backup and finishes the planned epochs.
-    out = subprocess.run([sys.executable, APP, *flags], capture_output=True, text=True,
-                         env=ENV, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = app_runner.run("distill.py", *flags)
     assert "resuming from" in out.stderr
     result = json.load(open(out.stdout.strip().splitlines()[-1].split("results: ")[1]))
     history = result["students"]["kd"]["history"]["loss"]

@@ -4,28 +4,16 @@ import base64
 import glob
 import json
 import os
-import subprocess
-import sys
 from html.parser import HTMLParser
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from app_runner import run as _run
+
 SECTIONS = ["summary", "efficiency", "curves", "reliability", "per-class", "confusion", "config"]
 PNG = b"\x89PNG\r\n\x1a\n"
 # mnist1d: 3600 training examples in batches of 128.
 STEPS_PER_EPOCH = 29
-
-
-def _run(app, *flags, check=True):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "apps", app), *flags],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{app} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def _distill(work, *flags):
