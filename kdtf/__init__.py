@@ -8,6 +8,7 @@ Public API:
 - `kdtf.samplers`: TFP-modelled synthetic inputs (extracurricular learning).
 - `kdtf.models`, `kdtf.data`, `kdtf.metrics`, `kdtf.export`, `kdtf.callbacks`.
 - `kdtf.caching`: teacher outputs computed once (fixed data or K augmented views).
+- `kdtf.augmentation`: image augmentation on the device, inside the train step.
 - `kdtf.distribute`: strategies for a run (mirrored, multi-worker) and who writes files.
 - `kdtf.experiment`: the end-to-end runs behind the apps; `kdtf.benchmark`: speed.
 
@@ -19,7 +20,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "adapters", "benchmark", "caching", "callbacks", "cli", "data", "distribute",
+    "adapters", "augmentation", "benchmark", "caching", "callbacks", "cli", "data", "distribute",
     "experiment", "export", "heads", "losses", "metrics", "models", "regression",
     "report", "samplers", "stagewise",
 )
@@ -28,7 +29,8 @@ _ATTRIBUTES = {"Distiller": "kdtf.distiller", "StagewiseDistiller": "kdtf.stagew
 # Modules that register Keras-serializable classes: imported before a .keras
 # file is loaded so that every kdtf object in it can be rebuilt.
 SERIALIZABLE_MODULES = ("kdtf.distiller", "kdtf.losses", "kdtf.samplers", "kdtf.models", "kdtf.data",
-                        "kdtf.metrics", "kdtf.heads", "kdtf.adapters", "kdtf.caching")
+                        "kdtf.metrics", "kdtf.heads", "kdtf.adapters", "kdtf.caching",
+                        "kdtf.augmentation")
 
 
 def register_all():

@@ -34,7 +34,10 @@ Inputs: image pairs take uint8 images, normalised inside the models
 `tfdata` inputs are the real `kdtf.data.make_dataset` (or
 `TeacherCache.dataset`) pipeline with shuffling, gathering and, with
 `augment`, random crop + flip of the uint8 images (done by tf.data on the
-host CPU). `tf.data pipeline alone` iterates that pipeline without a model:
+host CPU). With `augment`, `kdtf KD, augmented in step` does the same crop +
+flip inside the compiled train step instead (`Distiller(augmentation=
+kdtf.augmentation.RandomCropFlip(4))`, on the device), fed by a pipeline that
+only batches. `tf.data pipeline alone` iterates that pipeline without a model:
 when it is much faster than the training it feeds, the pipeline is not the
 bottleneck.
 
@@ -59,6 +62,7 @@ import numpy as np
 PAIRS = ("mnist1d", "cifar")
 MODES = ("kd", "dist", "extracurricular", "cached")
 INPUTS = ("memory", "tfdata")
+IN_STEP = "kdtf KD, augmented in step"
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 JIT = ("auto", "true", "false")
 TEMPERATURE = 4.0
@@ -471,7 +475,7 @@ class _Pair:
             self.student_params = model.count_params()
             return model
 
-        def pipeline():
+        def pipeline(augment=augment):
             return data_lib.make_dataset(x, y, batch_size=b, shuffle=True, seed=cfg.seed,
                                          augment=augment, drop_remainder=True, repeat=True)
 
@@ -496,10 +500,10 @@ class _Pair:
                                     drop_remainder=True, repeat=True)
             return in_memory(ds) if kind == "memory" else ds
 
-        def kdtf_distiller(loss, sampler=None):
+        def kdtf_distiller(loss, sampler=None, augmentation=None):
             d = Distiller(teacher=teacher, student=student(), distillation_losses=loss,
                           student_loss_weight=STUDENT_LOSS_WEIGHT, sampler=sampler,
-                          synthetic_ratio=1.0, seed=cfg.seed)
+                          synthetic_ratio=1.0, seed=cfg.seed, augmentation=augmentation)
             d.compile(optimizer="adam", loss=task_loss, **compile_kwargs)
             return d
 
@@ -539,6 +543,18 @@ class _Pair:
         if self.cache is not None:
             c.append(Contender("kdtf cached KD", "fit", kdtf_distiller(losses_lib.KD(TEMPERATURE)),
                                cached_source(first), first))
+        for kind in (first, *others) if self.augmented else ():
+            # The same crop + flip, in the compiled step instead of tf.data:
+            # the pipeline only batches the uint8 images.
+            from kdtf.augmentation import RandomCropFlip
+
+            unaugmented = pipeline(None)
+            c.append(Contender(
+                IN_STEP, "fit",
+                kdtf_distiller(losses_lib.KD(TEMPERATURE),
+                               augmentation=RandomCropFlip(4, seed=cfg.seed)),
+                in_memory(unaugmented) if kind == "memory" else unaugmented, kind,
+                note="kdtf.augmentation.RandomCropFlip inside the train step"))
         for kind in others:
             c.append(Contender("student only", "fit", student_only(), sources[kind](), kind))
             c.append(Contender("kdtf KD", "fit", kdtf_distiller(losses_lib.KD(TEMPERATURE)),
@@ -600,6 +616,9 @@ def ratios(pair):
     add("cached KD / keras.distillation KD (images/s)", lambda c, k: c / k,
         get("kdtf cached KD"), keras_kd)
     add("cached KD / kdtf KD (images/s)", lambda c, k: c / k, get("kdtf cached KD"), kd)
+    for kind in pair.cfg.inputs:
+        add(f"KD augmented in step / kdtf KD, {kind} (images/s)", lambda a, b: a / b,
+            get(IN_STEP, kind), get("kdtf KD", kind))
     for kind in pair.cfg.inputs[1:]:
         add(f"kdtf KD {kind} / {first} (images/s)", lambda a, b: a / b, get("kdtf KD", kind), kd)
         add(f"student only {kind} / {first} (images/s)", lambda a, b: a / b,
@@ -767,7 +786,8 @@ def to_markdown(result, command):
             f"{p['data']}; input dtype {p['input_dtype']}"
             + (" (normalised by a Rescaling layer inside the models)" if p["input_dtype"] == "uint8" else "")
             + "; augmentation: "
-            + ("random crop + flip of the uint8 images in tf.data" if p["augment"] else "none")
+            + ("random crop + flip of the uint8 images in tf.data (and, for the "
+               "\"augmented in step\" rows, inside the train step)" if p["augment"] else "none")
             + f"; jit_compile resolved by Keras to {', '.join(p['jit_compile_resolved'])}.",
             "Inputs: `memory` repeats one ready batch; `tfdata` is the real shuffled pipeline "
             "(kdtf.data.make_dataset, or TeacherCache.dataset for cached KD).", "",

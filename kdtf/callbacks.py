@@ -46,8 +46,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
         raise NonFiniteLossError(
             f"Non-finite loss at epoch {self._epoch + 1}, step {batch + 1} "
             f"({terms}). Training stopped before any checkpoint or export "
-            "was written for this step, and the update of the bad step was "
-            "skipped. Check the inputs and labels for NaN/Inf "
+            "was written for this step. Check the inputs and labels for NaN/Inf "
             "(kdtf.data.validate_arrays), or lower the learning rate."
         )
 

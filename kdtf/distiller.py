@@ -70,6 +70,14 @@ class Distiller(keras.Model):
         synthetic_ratio: synthetic examples per real example in each step.
             Defaults to 1.0 (a synthetic batch as large as the real one).
         seed: seed of the random stream used by the sampler.
+        augmentation: optional `keras.layers.Layer` applied (with
+            `training=True`) to the real inputs of every training step, on
+            the device inside the compiled step, before the teacher, the
+            student and the sampler see them: both models see the same
+            augmented view. E.g. `kdtf.augmentation.RandomCropFlip(4)` on
+            uint8 images. Not with cached teacher outputs (the cache holds
+            the teacher's outputs on its own views); not applied in
+            `evaluate()`.
         name: name of the model.
         **kwargs: passed to `keras.Model`.
 
@@ -100,6 +108,7 @@ class Distiller(keras.Model):
         synthetic_loss_weight=1.0,
         synthetic_ratio=1.0,
         seed=None,
+        augmentation=None,
         name="distiller",
         **kwargs,
     ):
@@ -180,6 +189,13 @@ class Distiller(keras.Model):
                 sampler.validate(input_shape)
         self.seed = seed
         self._seed_generator = keras.random.SeedGenerator(seed)
+        if augmentation is not None and not isinstance(augmentation, keras.layers.Layer):
+            raise TypeError(
+                "`augmentation` must be a keras.layers.Layer (e.g. "
+                "kdtf.augmentation.RandomCropFlip) or None; got "
+                f"{type(augmentation).__name__}."
+            )
+        self.augmentation = augmentation
 
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(
@@ -251,7 +267,9 @@ class Distiller(keras.Model):
         A `kdtf.callbacks.NonFiniteGuard` is put first among the callbacks
         (unless one is given) so that training stops at the first step whose
         loss is NaN or Inf, before any later callback (such as a checkpoint)
-        sees the damaged state. The update of that step is skipped. A
+        sees the damaged state. The gradients of that step are discarded: on
+        JAX its whole update is; on TensorFlow the gradients are zeroed, so a
+        momentum optimizer (Adam) still moves by its momentum once. A
         `kdtf.callbacks.LeakGuard` is added too (unless one is given), and a
         finite `tf.data.Dataset` without `steps_per_epoch` is iterated by one
         iterator for all epochs (`kdtf.data.one_iterator_per_fit`: each epoch
@@ -369,6 +387,27 @@ class Distiller(keras.Model):
     def student_outputs(self, x, training):
         """Student outputs (and named features) as a dict."""
         return _as_dict(self._student_forward(x, training=training))
+
+    def training_inputs(self, x, cached=None):
+        """The inputs of a training step: `augmentation(x)` plus synthetic ones.
+
+        Args:
+            x: the real input batch.
+            cached: the batch's cached teacher outputs, or None.
+
+        Returns:
+            `(x_all, num_real)` as `synthesize` returns them.
+        """
+        if self.augmentation is not None:
+            if cached is not None:
+                raise ValueError(
+                    "`augmentation` cannot be used with cached teacher outputs: the cache "
+                    "holds the teacher's outputs on its own inputs or views, not on this "
+                    "step's augmentation. Augment when building the cache "
+                    "(kdtf.caching.TeacherCache views), or train online."
+                )
+            x = self.augmentation(x, training=True)
+        return self.synthesize(x)
 
     def synthesize(self, x):
         """Returns `x` concatenated with synthetic inputs, and the real count.
@@ -498,6 +537,7 @@ class Distiller(keras.Model):
             "synthetic_loss_weight": self.synthetic_loss_weight,
             "synthetic_ratio": self.synthetic_ratio,
             "seed": self.seed,
+            "augmentation": serialize(self.augmentation) if self.augmentation is not None else None,
         }
 
     @classmethod
@@ -509,8 +549,9 @@ class Distiller(keras.Model):
         config["distillation_losses"] = [
             deserialize(l) for l in config["distillation_losses"]
         ]
-        if config.get("sampler") is not None:
-            config["sampler"] = deserialize(config["sampler"])
+        for key in ("sampler", "augmentation"):
+            if config.get(key) is not None:
+                config[key] = deserialize(config[key])
         return cls(**config)
 
 

@@ -154,7 +154,7 @@ def test_step(model, state, data):
 
 
 def _synthesize_and_teach(model, x, cached):
-    x_all, num_real = model.synthesize(x)
+    x_all, num_real = model.training_inputs(x, cached)
     return x_all, num_real, model.teacher_outputs(x_all, cached, num_real)
 
 

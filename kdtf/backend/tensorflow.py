@@ -18,7 +18,7 @@ def train_step(model, data):
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x, cached = model.unpack_inputs(x)  # cached teacher outputs, if any
-    x_all, num_real = model.synthesize(x)
+    x_all, num_real = model.training_inputs(x, cached)
     teacher_outputs = tf.nest.map_structure(
         tf.stop_gradient, model.teacher_outputs(x_all, cached, num_real)
     )
