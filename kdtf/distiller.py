@@ -267,9 +267,9 @@ class Distiller(keras.Model):
         A `kdtf.callbacks.NonFiniteGuard` is put first among the callbacks
         (unless one is given) so that training stops at the first step whose
         loss is NaN or Inf, before any later callback (such as a checkpoint)
-        sees the damaged state. The gradients of that step are discarded: on
-        JAX its whole update is; on TensorFlow the gradients are zeroed, so a
-        momentum optimizer (Adam) still moves by its momentum once. A
+        sees the damaged state. The update of that step is skipped on every
+        backend and replica: weights, optimizer slots and iteration count
+        stay as they were. A
         `kdtf.callbacks.LeakGuard` is added too (unless one is given), and a
         finite `tf.data.Dataset` without `steps_per_epoch` is iterated by one
         iterator for all epochs (`kdtf.data.one_iterator_per_fit`: each epoch

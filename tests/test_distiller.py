@@ -286,3 +286,26 @@ def test_fit_on_a_dataset_keeps_one_iterator_and_stays_reproducible():
     assert_same(ours, run(kdtf.Distiller.fit, True))
     plain = run(keras.Model.fit, True)
     assert ours[1]["loss"][0] == plain[1]["loss"][0]
+
+
+def test_non_finite_step_leaves_weights_and_adam_state_untouched():
+    x, y = _data(n=64)
+    bad = x.copy()
+    bad[40] = np.nan  # in the second batch of 32
+
+    def distiller():
+        keras.utils.set_random_seed(0)
+        d = _distiller()
+        d.compile(optimizer=keras.optimizers.Adam(1e-2), loss=CE)
+        return d
+
+    one_step = distiller()
+    one_step.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0, shuffle=False)
+    stopped = distiller()
+    with pytest.raises(kdtf.callbacks.NonFiniteLossError, match=r"epoch 1, step 2"):
+        stopped.fit(bad, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    # Adam with zeroed gradients would still move the weights by momentum.
+    for a, b in zip(one_step.student.weights + one_step.optimizer.variables,
+                    stopped.student.weights + stopped.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    assert int(keras.ops.convert_to_numpy(stopped.optimizer.iterations)) == 1

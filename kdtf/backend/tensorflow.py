@@ -12,9 +12,11 @@ def train_step(model, data):
     teacher runs on the synthetic inputs only, or not at all.
 
     The teacher runs outside the gradient tape, so none of its activations are
-    kept for the backward pass. When the total loss is not finite the update is
-    skipped (gradients zeroed) and `kdtf.callbacks.NonFiniteGuard` stops
-    training with an error.
+    kept for the backward pass. When the total loss is not finite (on any
+    replica) the update is skipped: the optimizer does not run, so weights,
+    slots and the iteration count stay as they were (zero gradients alone
+    would still move Adam's weights by momentum), and
+    `kdtf.callbacks.NonFiniteGuard` stops training with an error.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x, cached = model.unpack_inputs(x)  # cached teacher outputs, if any
@@ -30,9 +32,9 @@ def train_step(model, data):
         scaled = model.optimizer.scale_loss(total)
     variables = model.trainable_variables
     gradients = tape.gradient(scaled, variables)
-    finite = tf.math.is_finite(total)
+    finite = _all_replicas(tf.math.is_finite(total))
     gradients = [_zero_unless(finite, g) for g in gradients]
-    model.optimizer.apply(gradients, variables)
+    _apply_if(finite, model.optimizer, gradients, variables)
     model.update_loss_trackers(total, terms, tf.shape(x)[0])
     return _metrics(model, x, y, y_pred, sample_weight)
 
@@ -58,6 +60,44 @@ def _metrics(model, x, y, y_pred, sample_weight):
     else:
         logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     return distribute.logs_for_reduction(logs)
+
+
+def _all_replicas(finite):
+    """True where `finite` holds on every replica (all workers agree)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return finite
+    # ReduceOp has SUM and MEAN only: count the replicas whose loss is not finite.
+    bad = context.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+    return bad < 0.5
+
+
+def _apply_if(finite, optimizer, gradients, variables):
+    """`optimizer.apply(gradients, variables)` only where `finite` holds.
+
+    Like Keras's `LossScaleOptimizer`: a strategy whose optimizer update goes
+    through `merge_call` (MirroredStrategy) cannot take a `tf.cond` in replica
+    context, so the condition is taken in cross-replica context there.
+    """
+    def apply():
+        optimizer.apply(gradients, variables)
+
+    if not tf.distribute.has_strategy() or tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, apply, _nothing)
+        return
+
+    def cross_replica(distribution, finite, gradients):
+        agreed = distribution.experimental_local_results(finite)[0]
+        def apply_each():
+            distribution.extended.call_for_each_replica(optimizer.apply, args=(gradients, variables))
+
+        tf.cond(agreed, apply_each, _nothing)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, gradients))
+
+
+def _nothing():
+    return None
 
 
 def _zero_unless(finite, gradient):

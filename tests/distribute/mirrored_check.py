@@ -42,20 +42,33 @@ def build():
         sampler = samplers.GaussianNoise(stddev=0.0, seed=3)
     d = kdtf.Distiller(teacher, student, losses.get(METHOD, losses["kd"]), student_loss_weight=0.5,
                        sampler=sampler, seed=1)
-    d.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
+    optimizer = keras.optimizers.Adam(1e-2) if METHOD == "nan_adam" else keras.optimizers.SGD(0.1)
+    d.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return d
 
 
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 10)).astype("float32")
 y = rng.integers(0, 5, size=64).astype("int32")
+if METHOD == "nan_adam":
+    # Step 2's batch is rows 16-31; replica 0 gets 16-23, so only its loss is
+    # NaN: both replicas must skip the update (and Adam must not move).
+    x[20, 3] = np.nan
 
 
 def train(strategy):
     with strategy.scope():
         d = build()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    if METHOD == "nan_adam":
+        try:
+            d.fit(ds, epochs=2, verbose=0)
+            raise AssertionError("no NonFiniteLossError")
+        except kdtf.callbacks.NonFiniteLossError:
+            pass
+        iterations = int(d.optimizer.iterations.numpy())
+        history = {"loss": [float(iterations)], "distillation_loss": [float(iterations)]}
+        return [v.numpy() for v in d.student.weights + d.optimizer.variables], history
     hist = d.fit(ds, epochs=2, verbose=0)
     return [v.numpy() for v in d.student.weights], hist.history
 

@@ -28,6 +28,13 @@ def test_mirrored_matches_single_device(method):
         np.testing.assert_allclose(r["mirrored_synthetic"], r["single_synthetic"], rtol=1e-5)
 
 
+def test_non_finite_loss_on_one_replica_skips_the_update_on_all():
+    r = _run("nan_adam")
+    # "loss" holds the optimizer's iteration count at the stop: only step 1 ran.
+    assert r["single_loss"] == r["mirrored_loss"] == [1.0], r
+    assert r["max_weight_diff"] < 1e-6 * max(1.0, r["weight_scale"]), r
+
+
 def test_mirrored_with_mixup_is_close_to_single_device():
     # Each replica mixes pairs from its own half of the batch, so the synthetic
     # inputs differ from the single-device run: same training, other draws.
