@@ -95,10 +95,12 @@ class LeakGuard(keras.callbacks.Callback):
         memory.clear_scalar_cache()
         memory.share_saving_skipsets()
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
-        if self._steps % self.every_n_steps == 0:
+    # A `*_batch_end` hook would make Keras call the callbacks synchronously
+    # on backends that dispatch them on a thread (JAX): count at batch begin.
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._steps and self._steps % self.every_n_steps == 0:
             self._release()
+        self._steps += 1
 
     def on_epoch_end(self, epoch, logs=None):
         self._release()

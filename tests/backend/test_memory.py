@@ -87,7 +87,7 @@ def test_leak_guard_releases_every_n_steps_and_every_epoch(monkeypatch):
     monkeypatch.setattr(memory, "clear_scalar_cache", lambda: calls.append("clear"))
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile("sgd", "mse")
-    # 4 steps per epoch, 2 epochs: steps 3 and 6, 2 epoch ends, 1 train end.
+    # 4 steps per epoch, 2 epochs: before steps 4 and 7, 2 epoch ends, 1 train end.
     model.fit(np.zeros((16, 3), "float32"), np.zeros((16, 2), "float32"), batch_size=4,
               epochs=2, verbose=0, callbacks=[callbacks.LeakGuard(every_n_steps=3)])
     assert len(calls) == 5
@@ -107,4 +107,4 @@ def test_distiller_fit_adds_one_leak_guard(monkeypatch):
     assert len(calls) == 3  # 2 epoch ends and the end of training
     calls.clear()
     d.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[callbacks.LeakGuard(every_n_steps=1)])
-    assert len(calls) == 4  # the given guard only: 2 steps, 1 epoch end, 1 train end
+    assert len(calls) == 3  # the given guard only: before step 2, 1 epoch end, 1 train end
