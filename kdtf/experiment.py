@@ -139,6 +139,14 @@ class RunConfig:
         if int(self.stage_epochs) < 1:
             raise ValueError(f"stage_epochs must be >= 1; got {self.stage_epochs}.")
         parse_stages(self.stages)
+        if self.export:
+            # Checked now: the export is written only after all the training.
+            parent = os.path.dirname(os.path.abspath(self.export))
+            if not os.path.isdir(parent) and parent != os.path.abspath(self.workdir):
+                raise FileNotFoundError(
+                    f"export: the directory of {self.export!r} does not exist ({parent}); "
+                    "create it, or export into --workdir."
+                )
         from kdtf import distribute
 
         _check_choice("strategy", self.strategy, distribute.STRATEGIES)

@@ -30,3 +30,12 @@ def test_validate_names_the_bad_setting(field, value):
     cfg = experiment.RunConfig(**{field: value})
     with pytest.raises(ValueError, match=field):
         cfg.validate()
+
+
+def test_validate_checks_the_export_directory_before_training(tmp_path):
+    work = str(tmp_path / "work")  # made by the run, so exporting into it is fine
+    experiment.RunConfig(workdir=work, export=f"{work}/s.tflite").validate()
+    experiment.RunConfig(workdir=work, export=str(tmp_path / "s.tflite")).validate()
+    experiment.RunConfig(workdir=work, export="").validate()
+    with pytest.raises(FileNotFoundError, match=r"export: .*missing.*does not exist"):
+        experiment.RunConfig(workdir=work, export=str(tmp_path / "missing" / "s.tflite")).validate()
