@@ -87,7 +87,7 @@ def test_fitnets_and_sskd_end_to_end(tmp_path):
 def test_unknown_stage_lists_the_valid_ones(tmp_path):
     proc = _run("distill.py", "--method=sskd", "--student=mnist1d_cnn_small", "--stages=bogus",
                 "--epochs=1", "--teacher_epochs=1", f"--workdir={tmp_path}", "--verbose=0",
-                check=False)
+                "--export=", check=False)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "stages" in proc.stderr and "'bogus'" in proc.stderr and "stage1" in proc.stderr
