@@ -1,0 +1,59 @@
+""".ci/run: it runs the README's test command verbatim, and any failing step fails CI."""
+import os
+import re
+import shutil
+import stat
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _readme_command():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        lines = [l.strip() for l in f if l.startswith("python3 -m venv .venv") and "pytest" in l]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        text = f.read()
+    assert _readme_command() + " || exit $?" in text.splitlines()
+
+
+def _executable(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
+
+
+def _fake_ci(tmp_path, pytest_status):
+    """.ci/run in a scratch tree where `python -m pytest` exits with `pytest_status`."""
+    os.makedirs(tmp_path / ".ci")
+    os.makedirs(tmp_path / "tools")
+    os.makedirs(tmp_path / "bin")
+    shutil.copy(os.path.join(ROOT, ".ci", "run"), tmp_path / ".ci" / "run")
+    _executable(tmp_path / "tools" / "bazel_test.sh", "#!/bin/sh\ntouch bazel_ran\n")
+    # `python3 -m venv .venv` makes an activate script whose pip succeeds and
+    # whose python (pytest) exits with the given status.
+    _executable(tmp_path / "bin" / "python3", f"""#!/bin/sh
+mkdir -p .venv/bin
+printf 'pip() {{ return 0; }}\\npython() {{ echo "$@" >> pytest_calls; return {pytest_status}; }}\\n' > .venv/bin/activate
+""")
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", str(tmp_path / ".ci" / "run")], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=60)
+    calls = open(tmp_path / "pytest_calls").read().splitlines() if (tmp_path / "pytest_calls").exists() else []
+    return proc.returncode, calls, (tmp_path / "bazel_ran").exists()
+
+
+def test_a_failing_or_empty_pytest_fails_ci_and_stops_it(tmp_path):
+    for status in (1, 5):  # 5: pytest collected no test
+        rc, calls, bazel_ran = _fake_ci(tmp_path / str(status), status)
+        assert rc == status and len(calls) == 1 and not bazel_ran, (status, rc, calls, bazel_ran)
+
+
+def test_passing_tests_run_both_backends_then_bazel(tmp_path):
+    rc, calls, bazel_ran = _fake_ci(tmp_path, 0)
+    assert rc == 0 and bazel_ran
+    assert len(calls) == 2 and re.search(r"-m pytest .*tests/test_distiller.py", calls[1])
