@@ -25,11 +25,10 @@ def train_step(model, state, data):
     The synthetic inputs and the teacher's outputs are computed before, and
     outside, the differentiated function, so the teacher is never traced for
     gradients; its outputs also get `stop_gradient`. When the total loss is
-    not finite the update is skipped: the gradients are zeroed (as on
-    TensorFlow) and, beyond that, the step's new weights, optimizer state
-    (slots, iteration count) and BatchNorm statistics are discarded in favour
-    of the old ones (with Adam, zero gradients alone would still move the
-    weights by momentum). The seed still advances, and the loss trackers
+    not finite the update is skipped, as on TensorFlow: the step's new
+    weights, optimizer state (slots, iteration count) and BatchNorm
+    statistics are discarded in favour of the old ones. The seed still
+    advances, and the loss trackers
     record the non-finite loss so that `kdtf.callbacks.NonFiniteGuard` stops
     training with an error.
 
@@ -90,7 +89,6 @@ def train_step(model, state, data):
     total, terms, y_pred, new_non_trainable, metrics_values = aux
 
     finite = jnp.isfinite(total)
-    gradients = [_zero_unless(finite, g) for g in gradients]
     new_trainable, new_optimizer = model.optimizer.stateless_apply(
         optimizer_values, gradients, trainable_values
     )
@@ -195,12 +193,6 @@ def _stateless(groups, fn, extra=()):
             current.append(value if new is None else new)
         new_values.append(current)
     return outputs, new_values
-
-
-def _zero_unless(finite, gradient):
-    if gradient is None:
-        return None
-    return jnp.where(finite, gradient, jnp.zeros_like(gradient))
 
 
 def _select(finite, new_values, old_values):

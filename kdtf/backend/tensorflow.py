@@ -32,9 +32,7 @@ def train_step(model, data):
         scaled = model.optimizer.scale_loss(total)
     variables = model.trainable_variables
     gradients = tape.gradient(scaled, variables)
-    finite = _all_replicas(tf.math.is_finite(total))
-    gradients = [_zero_unless(finite, g) for g in gradients]
-    _apply_if(finite, model.optimizer, gradients, variables)
+    _apply_if(_all_replicas(tf.math.is_finite(total)), model.optimizer, gradients, variables)
     model.update_loss_trackers(total, terms, tf.shape(x)[0])
     return _metrics(model, x, y, y_pred, sample_weight)
 
@@ -98,15 +96,3 @@ def _apply_if(finite, optimizer, gradients, variables):
 
 def _nothing():
     return None
-
-
-def _zero_unless(finite, gradient):
-    if gradient is None:
-        return None
-    if isinstance(gradient, tf.IndexedSlices):
-        return tf.IndexedSlices(
-            tf.where(finite, gradient.values, tf.zeros_like(gradient.values)),
-            gradient.indices,
-            gradient.dense_shape,
-        )
-    return tf.where(finite, gradient, tf.zeros_like(gradient))
