@@ -451,6 +451,7 @@ class _Pair:
         from kdtf import data as data_lib
         from kdtf import losses as losses_lib
         from kdtf import samplers as samplers_lib
+        from kdtf.augmentation import RandomCropFlip
         from kdtf.caching import TeacherCache
         from kdtf.distiller import Distiller
 
@@ -543,11 +544,9 @@ class _Pair:
         if self.cache is not None:
             c.append(Contender("kdtf cached KD", "fit", kdtf_distiller(losses_lib.KD(TEMPERATURE)),
                                cached_source(first), first))
-        for kind in (first, *others) if self.augmented else ():
+        for kind in cfg.inputs if self.augmented else ():
             # The same crop + flip, in the compiled step instead of tf.data:
             # the pipeline only batches the uint8 images.
-            from kdtf.augmentation import RandomCropFlip
-
             unaugmented = pipeline(None)
             c.append(Contender(
                 IN_STEP, "fit",

@@ -51,6 +51,12 @@ class NonFiniteGuard(keras.callbacks.Callback):
         )
 
 
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
+    return value
+
+
 def _is_number(v):
     try:
         float(v)
@@ -83,9 +89,7 @@ class LeakGuard(keras.callbacks.Callback):
 
     def __init__(self, every_n_steps=1000):
         super().__init__()
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"`every_n_steps` must be an int >= 1; got {every_n_steps!r}.")
-        self.every_n_steps = every_n_steps
+        self.every_n_steps = _check_positive_int("every_n_steps", every_n_steps)
         self._steps = 0
 
     @staticmethod
@@ -240,10 +244,8 @@ class LearningRateLogger(keras.callbacks.Callback):
 
     def __init__(self, log_dir, update_freq=1, per_model=False):
         super().__init__()
-        if isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1:
-            raise ValueError(f"`update_freq` must be an int >= 1; got {update_freq!r}.")
         self.log_dir = str(log_dir)
-        self.update_freq = update_freq
+        self.update_freq = _check_positive_int("update_freq", update_freq)
         self.per_model = per_model
         self._writer = None
 

@@ -15,6 +15,7 @@ the last epoch.
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -62,11 +63,7 @@ def _slope_kib(rss):
     """Least-squares RSS growth per epoch, KiB."""
     if len(rss) < 2:
         return 0.0
-    n = len(rss)
-    mean_x, mean_y = (n - 1) / 2, sum(rss) / n
-    num = sum((i - mean_x) * (r - mean_y) for i, r in enumerate(rss))
-    den = sum((i - mean_x) ** 2 for i in range(n))
-    return 1024 * num / den
+    return 1024 * statistics.linear_regression(range(len(rss)), rss).slope
 
 
 def to_markdown(res, command):

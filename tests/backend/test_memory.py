@@ -8,11 +8,12 @@ from kdtf.backend import memory
 
 
 def _rss_mib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    pytest.skip("no /proc/self/status")
+    from kdtf.benchmark import PeakMemory
+
+    rss = PeakMemory.rss_mib()
+    if rss is None:
+        pytest.skip("no /proc/self/status")
+    return rss
 
 
 @pytest.mark.tf_only
