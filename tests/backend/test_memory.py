@@ -16,17 +16,39 @@ def _rss_mib():
     return rss
 
 
+def _heap_mib():
+    """Bytes malloc holds in use (glibc `mallinfo2`), else the RSS.
+
+    Unlike the RSS, this does not depend on how much freed memory earlier
+    tests in the same process left for the allocator to reuse.
+    """
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]
+
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return _rss_mib()
+    mallinfo2.restype = MallInfo2
+    info = mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20
+
+
 @pytest.mark.tf_only
 def test_clearing_the_scalar_cache_stops_growth_from_distinct_scalars():
     import tensorflow as tf
 
     def grow(start, clear):
-        before = _rss_mib()
+        before = _heap_mib()
         for i in range(start, start + 20000):
             tf.constant(float(i))  # a distinct Python scalar: a new cache entry
             if clear and i % 1000 == 0:
                 assert memory.clear_scalar_cache()
-        return _rss_mib() - before
+        return _heap_mib() - before
 
     grow(0, clear=True)  # warm up the allocator
     leaked = grow(10**6, clear=False)  # about 15 MiB on TF 2.21
