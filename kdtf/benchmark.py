@@ -128,6 +128,7 @@ class BenchConfig:
                 raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
         check_steps(self.steps, self.steps_per_execution)
         check_examples(self.cifar_examples, self.batch_size)
+        check_inputs_available(self.inputs)
         if self.jit_compile not in JIT:
             raise ValueError(f"jit_compile: unknown value {self.jit_compile!r}; valid: {', '.join(JIT)}.")
         if self.precision not in PRECISIONS:
@@ -163,6 +164,23 @@ def check_steps(steps, steps_per_execution):
         raise ValueError(
             f"steps must be a multiple of steps_per_execution={spe} and at least {2 * spe} "
             f"(the first execution is not timed); got {steps}.")
+
+
+def tensorflow_available():
+    """Whether TensorFlow imports here (a JAX-only machine has no tf.data)."""
+    try:
+        importlib.import_module("tensorflow")
+    except ImportError:
+        return False
+    return True
+
+
+def check_inputs_available(inputs):
+    """Raises ValueError when `tfdata` is asked for without TensorFlow."""
+    if "tfdata" in tuple(inputs) and not tensorflow_available():
+        raise ValueError(
+            "inputs: 'tfdata' (the kdtf.data tf.data pipeline) needs TensorFlow, which cannot be "
+            "imported here; use inputs=memory (e.g. --inputs=memory on a JAX-only machine).")
 
 
 def check_examples(cifar_examples, batch_size):
@@ -441,18 +459,66 @@ def _check_backend(cfg):
     return backend
 
 
+def repeat_batch(batch):
+    """An endless source of one ready batch, for `fit` on the current backend.
+
+    TensorFlow: `tf.data.Dataset.from_tensors(batch).repeat()`. JAX: a
+    generator of the batch as device arrays, converted once, so no step
+    copies it from the host (a tf.data source would, through numpy).
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensors(batch).repeat()
+    batch = keras.tree.map_structure(lambda a: keras.ops.convert_to_tensor(np.asarray(a)), batch)
+
+    def forever():
+        while True:
+            yield batch
+
+    return forever()
+
+
+@dataclasses.dataclass
+class FixedCache:
+    """Teacher outputs on the fixed (unaugmented) data, without TensorFlow.
+
+    What `kdtf.caching.TeacherCache.build(teacher, x)` stores (one view,
+    float16), computed with `teacher.predict`, for machines without tf.data.
+    """
+
+    outputs: np.ndarray
+    views: int = 1
+    dtype: str = "float16"
+
+    @classmethod
+    def build(cls, teacher, x, batch_size):
+        return cls(np.asarray(teacher.predict(x, batch_size=batch_size, verbose=0)).astype("float16"))
+
+    @property
+    def memory_bytes(self):
+        return int(self.outputs.nbytes)
+
+    def batch(self, x, y, batch_size):
+        """The first `batch_size` examples as a cached batch `({inputs, teacher_outputs}, y)`."""
+        from kdtf.distiller import CACHED_OUTPUTS_KEY, INPUTS_KEY
+
+        return ({INPUTS_KEY: x[:batch_size], CACHED_OUTPUTS_KEY: self.outputs[:batch_size]},
+                y[:batch_size])
+
+
 class _Pair:
     """Models, data and contenders of one teacher/student pair."""
 
     def __init__(self, cfg, pair, log):
         import keras
-        import tensorflow as tf
 
         from kdtf import data as data_lib
         from kdtf import losses as losses_lib
         from kdtf import samplers as samplers_lib
         from kdtf.augmentation import RandomCropFlip
-        from kdtf.caching import TeacherCache
         from kdtf.distiller import Distiller
 
         self.cfg, self.pair, self.log = cfg, pair, log
@@ -467,7 +533,11 @@ class _Pair:
         b = cfg.batch_size
         is_image = len(input_shape) == 3
         self.augmented = bool(cfg.augment and is_image)
-        augment = data_lib.Augment(seed=cfg.seed) if self.augmented else None
+        # Without TensorFlow (a JAX-only GPU machine) there is no tf.data:
+        # only `memory` inputs (validated), augmentation in the step alone,
+        # and a teacher cache of the fixed data (one view).
+        self.has_tf = tensorflow_available()
+        augment = data_lib.Augment(seed=cfg.seed) if self.augmented and self.has_tf else None
         task_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         compile_kwargs = {"jit_compile": _jit(cfg), "steps_per_execution": cfg.steps_per_execution}
 
@@ -480,23 +550,30 @@ class _Pair:
             return data_lib.make_dataset(x, y, batch_size=b, shuffle=True, seed=cfg.seed,
                                          augment=augment, drop_remainder=True, repeat=True)
 
-        def in_memory(ds):
-            batch = next(iter(ds))
-            return tf.data.Dataset.from_tensors(batch).repeat()
+        def in_memory(ds=None):
+            batch = next(iter(ds)) if ds is not None else (x[:b], y[:b])
+            return repeat_batch(batch)
 
         sources = {"tfdata": pipeline}
-        sources["memory"] = lambda: in_memory(pipeline())
+        sources["memory"] = lambda: in_memory(pipeline() if self.has_tf else None)
 
         self.cache = None
         self.cache_seconds = None
         if "cached" in cfg.modes:
             start = time.perf_counter()
-            views = cfg.views if self.augmented else 1
-            self.cache = TeacherCache.build(teacher, x, views=views, augment=augment,
-                                            batch_size=max(b, 256), seed=cfg.seed)
+            if self.has_tf:
+                from kdtf.caching import TeacherCache
+
+                views = cfg.views if self.augmented else 1
+                self.cache = TeacherCache.build(teacher, x, views=views, augment=augment,
+                                                batch_size=max(b, 256), seed=cfg.seed)
+            else:
+                self.cache = FixedCache.build(teacher, x, batch_size=max(b, 256))
             self.cache_seconds = time.perf_counter() - start
 
         def cached_source(kind):
+            if not self.has_tf:
+                return repeat_batch(self.cache.batch(x, y, b))
             ds = self.cache.dataset(y, batch_size=b, shuffle=True, seed=cfg.seed,
                                     drop_remainder=True, repeat=True)
             return in_memory(ds) if kind == "memory" else ds
@@ -547,7 +624,7 @@ class _Pair:
         for kind in cfg.inputs if self.augmented else ():
             # The same crop + flip, in the compiled step instead of tf.data:
             # the pipeline only batches the uint8 images.
-            unaugmented = pipeline(None)
+            unaugmented = pipeline(None) if self.has_tf else None
             c.append(Contender(
                 IN_STEP, "fit",
                 kdtf_distiller(losses_lib.KD(TEMPERATURE),
@@ -685,7 +762,7 @@ def _pair_result(pair):
     out = {
         **pair.settings, "teacher_params": pair.teacher_params,
         "student_params": pair.student_params, "num_examples": pair.num_examples,
-        "augment": pair.augmented, "rows": rows,
+        "augment": pair.augmented, "tf_data": pair.has_tf, "rows": rows,
         "jit_compile_resolved": sorted({str(c.model.jit_compile) for c in pair.contenders
                                         if c.model is not None}),
         "ratios": [{"name": n, "median": m, "rounds": r} for n, m, r in ratios(pair)],
@@ -784,12 +861,9 @@ def to_markdown(result, command):
             f"Teacher {p['teacher_params']:,} parameters, student {p['student_params']:,}; data: "
             f"{p['data']}; input dtype {p['input_dtype']}"
             + (" (normalised by a Rescaling layer inside the models)" if p["input_dtype"] == "uint8" else "")
-            + "; augmentation: "
-            + ("random crop + flip of the uint8 images in tf.data (and, for the "
-               "\"augmented in step\" rows, inside the train step)" if p["augment"] else "none")
+            + "; augmentation: " + _augmentation_text(p)
             + f"; jit_compile resolved by Keras to {', '.join(p['jit_compile_resolved'])}.",
-            "Inputs: `memory` repeats one ready batch; `tfdata` is the real shuffled pipeline "
-            "(kdtf.data.make_dataset, or TeacherCache.dataset for cached KD).", "",
+            _inputs_text(p, result["backend"]), "",
             "| configuration | input | images/s (median) | step ms | images/s per round | peak RSS MiB "
             "| RSS growth in the call MiB |"
             + (" device peak MiB |" if any(r["device_peak_mib"] for r in p["rows"]) else ""),
@@ -822,6 +896,26 @@ def to_markdown(result, command):
         "amortises it). Teacher weights are random (speed does not depend on them).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _augmentation_text(pair):
+    if not pair["augment"]:
+        return "none"
+    if not pair.get("tf_data", True):
+        return ("inside the train step only (the \"augmented in step\" rows; no TensorFlow here, "
+                "so no tf.data augmentation, and the teacher cache holds the fixed data)")
+    return ("random crop + flip of the uint8 images in tf.data (and, for the "
+            "\"augmented in step\" rows, inside the train step)")
+
+
+def _inputs_text(pair, backend):
+    ready = ("device arrays, converted once" if backend == "jax"
+             else "tf.data.Dataset.from_tensors(batch).repeat()")
+    text = f"Inputs: `memory` repeats one ready batch ({ready})"
+    if pair.get("tf_data", True):
+        return text + ("; `tfdata` is the real shuffled pipeline (kdtf.data.make_dataset, or "
+                       "TeacherCache.dataset for cached KD).")
+    return text + "; no TensorFlow here, so no `tfdata` rows."
 
 
 def write(path, text):

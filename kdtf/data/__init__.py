@@ -11,10 +11,25 @@ from kdtf.data.datasets import Splits
 from kdtf.data.datasets import available
 from kdtf.data.datasets import generate_mnist1d
 from kdtf.data.datasets import load
-from kdtf.data.pipeline import Augment
-from kdtf.data.pipeline import make_dataset
-from kdtf.data.pipeline import one_iterator_per_fit
 from kdtf.data.validation import validate_arrays
+
+# The tf.data half (`kdtf.data.pipeline`) is imported on first use, so that
+# the numpy half (`load`, `Splits`, `validate_arrays`) works on a machine
+# without TensorFlow (JAX only).
+_PIPELINE = ("Augment", "make_dataset", "one_iterator_per_fit")
+
+
+def __getattr__(name):
+    if name not in _PIPELINE:
+        raise AttributeError(f"module 'kdtf.data' has no attribute {name!r}")
+    try:
+        from kdtf.data import pipeline
+    except ImportError as e:
+        raise ImportError(
+            f"kdtf.data.{name} builds tf.data pipelines and needs TensorFlow, which cannot be "
+            f"imported here ({e}). Install tensorflow, or feed numpy arrays or a Python "
+            "generator to fit().") from e
+    return getattr(pipeline, name)
 
 __all__ = [
     "Augment",

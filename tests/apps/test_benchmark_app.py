@@ -1,13 +1,20 @@
 """End-to-end test of apps/benchmark.py on tiny settings (one pair, one round)."""
+import importlib.util
 import json
+import os
 
 import pytest
 
 import app_runner
 
 
-def _run(*flags, check=True, timeout=300):
-    env = dict(app_runner.ENV, KERAS_BACKEND="tensorflow")
+NO_TENSORFLOW = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata", "no_tensorflow")
+
+
+def _run(*flags, check=True, timeout=300, backend="tensorflow", tensorflow=True):
+    env = dict(app_runner.ENV, KERAS_BACKEND=backend)
+    if not tensorflow:  # as on the JAX-only GPU machine
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [NO_TENSORFLOW, env.get("PYTHONPATH")]))
     return app_runner.run("benchmark.py", *flags, check=check, timeout=timeout, env=env)
 
 
@@ -55,6 +62,32 @@ def test_augment_times_in_step_augmentation(tmp_path):
     assert "KD augmented in step / kdtf KD, memory" in md
     rows = json.load(open(str(tmp_path / "BENCHMARKS.json")))["pairs"]["cifar"]["rows"]
     assert any(r["name"] == "kdtf KD, augmented in step" and r["images_per_s"] > 0 for r in rows)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax")
+def test_jax_without_tensorflow(tmp_path):
+    """The GPU machine's setting: Keras on JAX and no TensorFlow at all."""
+    out_md = str(tmp_path / "BENCHMARKS.md")
+    proc = _run("--pairs=mnist1d", "--modes=kd,cached", "--inputs=memory", "--steps=2",
+                "--warmup_steps=1", "--rounds=1", "--batch_size=32", f"--output={out_md}",
+                backend="jax", tensorflow=False)
+    assert "blocked by" not in proc.stderr
+    md = open(out_md).read()
+    for needle in ("| backend | jax", "device arrays, converted once", "no `tfdata` rows",
+                   "| kdtf cached KD | memory |", "cached KD / keras.distillation KD"):
+        assert needle in md, needle
+    assert "TensorFlow 2" not in md  # the report names no TensorFlow version
+    result = json.load(open(str(tmp_path / "BENCHMARKS.json")))
+    pair = result["pairs"]["mnist1d"]
+    assert pair["tf_data"] is False and "tensorflow" not in result["versions"]
+    assert all(r["images_per_s"] > 0 for r in pair["rows"])
+    assert pair["cache"]["memory_bytes"] == 3600 * 10 * 2  # every training example, float16
+
+    # tf.data inputs need TensorFlow: a one-line flag error, not a traceback.
+    proc = _run("--inputs=memory,tfdata", check=False, timeout=120, backend="jax", tensorflow=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and "inputs" in lines[0] and "TensorFlow" in lines[0], proc.stderr
 
 
 @pytest.mark.parametrize(
