@@ -57,3 +57,14 @@ def test_passing_tests_run_both_backends_then_bazel(tmp_path):
     rc, calls, bazel_ran = _fake_ci(tmp_path, 0)
     assert rc == 0 and bazel_ran
     assert len(calls) == 2 and re.search(r"-m pytest .*tests/test_distiller.py", calls[1])
+
+
+def test_tool_scripts_parse():
+    """Every tools/*.sh (CI's Bazel step, the GPU-run scripts) is valid bash."""
+    tools = os.path.join(ROOT, "tools")
+    scripts = sorted(f for f in os.listdir(tools) if f.endswith(".sh"))
+    assert "device_benchmark.sh" in scripts and "bazel_test.sh" in scripts, scripts
+    for name in scripts:
+        proc = subprocess.run(["bash", "-n", os.path.join(tools, name)], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, (name, proc.stderr)
