@@ -32,7 +32,8 @@ flags.DEFINE_list("modes", ["kd", "dist", "extracurricular", "cached"],
                   "kdtf.caching.TeacherCache; the cache build is timed separately).")
 flags.DEFINE_list("inputs", ["memory", "tfdata"],
                   "Input sources, comma-separated. 'memory' repeats one ready batch (no pipeline "
-                  "work); 'tfdata' is the real kdtf.data pipeline (shuffle, gather, --augment). Every "
+                  "work; on JAX, device arrays converted once); 'tfdata' is the real kdtf.data "
+                  "pipeline (shuffle, gather, --augment; needs TensorFlow). Every "
                   "configuration runs on the first source; student-only, kdtf KD and cached KD also on "
                   "the others, plus the pipeline alone without a model.")
 flags.DEFINE_integer("batch_size", 128, "Real examples per training step (the same for every "

@@ -59,6 +59,8 @@ import warnings
 
 import numpy as np
 
+from kdtf.backend.memory import PeakMemory
+
 PAIRS = ("mnist1d", "cifar")
 MODES = ("kd", "dist", "extracurricular", "cached")
 INPUTS = ("memory", "tfdata")
@@ -226,77 +228,6 @@ def accelerator():
         return ", ".join(g.name for g in gpus) if gpus else "none (CPU)"
     except Exception:  # pragma: no cover - informational only
         return "unknown"
-
-
-class PeakMemory:
-    """Peak RSS of this process over a timed call (and JAX GPU peak bytes)."""
-
-    def __init__(self):
-        self.resettable = self._try_reset()
-
-    @staticmethod
-    def _try_reset():
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # resets VmHWM to the current RSS
-            return True
-        except OSError:
-            return False
-
-    def reset(self):
-        """Resets the peak (where possible); returns the current RSS in MiB."""
-        if self.resettable:
-            self._try_reset()
-        return self.rss_mib()
-
-    @staticmethod
-    def rss_mib():
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return None
-
-    @staticmethod
-    def rss_peak_mib():
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
-
-    @staticmethod
-    def device_peak_mib():
-        import keras
-
-        if keras.backend.backend() != "jax":
-            return None
-        try:
-            import jax
-
-            device = jax.devices()[0]
-            if device.platform == "cpu":
-                return None
-            stats = device.memory_stats() or {}
-            peak = stats.get("peak_bytes_in_use")
-            return None if peak is None else peak / 2**20
-        except Exception:  # pragma: no cover
-            return None
-
-    def describe(self):
-        how = ("peak RSS of the whole process during the timed call (VmHWM, reset before each "
-               "call; max over rounds), and its growth over the RSS at the start of the call"
-               if self.resettable else "peak RSS of the process so far (ru_maxrss; not resettable here)")
-        return how
 
 
 # ------------------------------------------------------------------- timing

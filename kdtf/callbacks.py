@@ -325,7 +325,7 @@ class MemoryLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import time
 
-        from kdtf.benchmark import PeakMemory
+        from kdtf.backend.memory import PeakMemory
 
         rss = PeakMemory.rss_mib()
         self.history.append((len(self.history), time.time() - self._start, rss))

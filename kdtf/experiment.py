@@ -204,13 +204,12 @@ def check_stages(teacher, student, stages):
     Returns:
         `(teacher_names, student_names)`.
     """
+    from kdtf import stagewise
+
     if stages is None:
         return None
-    pairs = [(s, s) if isinstance(s, str) else tuple(s) for s in stages]
-    for role, model, names in (
-        ("teacher", teacher, [p[0] for p in pairs]),
-        ("student", student, [p[1] for p in pairs]),
-    ):
+    t_names, s_names = stagewise.split_stages(stages)
+    for role, model, names in (("teacher", teacher, t_names), ("student", student, s_names)):
         layers = [layer.name for layer in model.layers]
         for name in names:
             if name not in layers:
@@ -223,7 +222,7 @@ def check_stages(teacher, student, stages):
                     f"stages: the {role} {model.name!r} has no layer {name!r}; "
                     f"{hint}{', '.join(layers)}."
                 )
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    return t_names, s_names
 
 
 def _check_choice(name, value, valid, prefixes=()):

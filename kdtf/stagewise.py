@@ -422,6 +422,37 @@ class _Checkpoint(keras.callbacks.Callback):
         )
 
 
+def split_stages(stages):
+    """`stages` as `(teacher_names, student_names)`.
+
+    Args:
+        stages: a non-empty list whose entries are layer names (the same
+            name in both models) or `(teacher_name, student_name)` pairs.
+
+    Returns:
+        Two lists of layer names, one per model, in stage order.
+    """
+    if isinstance(stages, str) or not isinstance(stages, (list, tuple)) or not stages:
+        raise TypeError(
+            "`stages` must be None, a non-empty list of layer names, or a "
+            f"list of (teacher_name, student_name) pairs; got {stages!r}."
+        )
+    t_names, s_names = [], []
+    for item in stages:
+        if isinstance(item, str):
+            t_names.append(item)
+            s_names.append(item)
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            t_names.append(item[0])
+            s_names.append(item[1])
+        else:
+            raise TypeError(
+                "`stages` entries must be layer names or (teacher_name, "
+                f"student_name) pairs; got {item!r}."
+            )
+    return t_names, s_names
+
+
 class StagewiseDistiller:
     """Stage-by-stage knowledge distillation (SSKD), with a `fit` API.
 
@@ -588,25 +619,7 @@ class StagewiseDistiller:
                     "(teacher_name, student_name) pairs."
                 )
             return list(t_names), list(s_names)
-        if isinstance(stages, str) or not isinstance(stages, (list, tuple)) or not stages:
-            raise TypeError(
-                "`stages` must be None, a non-empty list of layer names, or a "
-                f"list of (teacher_name, student_name) pairs; got {stages!r}."
-            )
-        t_names, s_names = [], []
-        for item in stages:
-            if isinstance(item, str):
-                t_names.append(item)
-                s_names.append(item)
-            elif isinstance(item, (list, tuple)) and len(item) == 2:
-                t_names.append(item[0])
-                s_names.append(item[1])
-            else:
-                raise TypeError(
-                    "`stages` entries must be layer names or (teacher_name, "
-                    f"student_name) pairs; got {item!r}."
-                )
-        return t_names, s_names
+        return split_stages(stages)
 
     def _check_head_init(self, head_init):
         """Validates `head_init`; returns "ridge" or None."""

@@ -25,7 +25,13 @@ each reproduced in a few lines on TensorFlow 2.21 / Keras 3.15:
 it), and kdtf's own save paths call `share_saving_skipsets` after saving.
 Both functions are no-ops when there is nothing to fix (another backend, a
 fixed release).
+
+`PeakMemory` measures what these fix: the process's resident set and its
+peak (and a JAX GPU's peak bytes), for the benchmark, the soak and
+`kdtf.callbacks.MemoryLogger`.
 """
+import sys
+
 import keras
 
 _COMPUTED = "saving_attr_skipset_"  # the name Keras 3.15 stores under
@@ -86,3 +92,77 @@ def share_saving_skipsets():
             global_state.set_global_attribute(alias, value)
             shared += 1
     return shared
+
+
+class PeakMemory:
+    """Peak RSS of this process over a timed call (and JAX GPU peak bytes)."""
+
+    def __init__(self):
+        self.resettable = self._try_reset()
+
+    @staticmethod
+    def _try_reset():
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+            return True
+        except OSError:
+            return False
+
+    def reset(self):
+        """Resets the peak (where possible); returns the current RSS in MiB."""
+        if self.resettable:
+            self._try_reset()
+        return self.rss_mib()
+
+    @staticmethod
+    def rss_mib():
+        """The resident set size in MiB (None where /proc is not there)."""
+        return _proc_status_mib("VmRSS")
+
+    @staticmethod
+    def rss_peak_mib():
+        """The peak resident set size in MiB since the last `reset`."""
+        peak = _proc_status_mib("VmHWM")
+        if peak is not None:
+            return peak
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+    @staticmethod
+    def device_peak_mib():
+        import keras
+
+        if keras.backend.backend() != "jax":
+            return None
+        try:
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform == "cpu":
+                return None
+            stats = device.memory_stats() or {}
+            peak = stats.get("peak_bytes_in_use")
+            return None if peak is None else peak / 2**20
+        except Exception:  # pragma: no cover
+            return None
+
+    def describe(self):
+        how = ("peak RSS of the whole process during the timed call (VmHWM, reset before each "
+               "call; max over rounds), and its growth over the RSS at the start of the call"
+               if self.resettable else "peak RSS of the process so far (ru_maxrss; not resettable here)")
+        return how
+
+
+def _proc_status_mib(key):
+    """A `kB` field of /proc/self/status (e.g. "VmRSS") in MiB, or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

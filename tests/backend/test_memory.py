@@ -8,7 +8,7 @@ from kdtf.backend import memory
 
 
 def _rss_mib():
-    from kdtf.benchmark import PeakMemory
+    from kdtf.backend.memory import PeakMemory
 
     rss = PeakMemory.rss_mib()
     if rss is None:

@@ -18,16 +18,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kdtf  # noqa: E402
+import toy_models  # noqa: E402 (beside this script)
 
 METHOD = sys.argv[1] if len(sys.argv) > 1 else "kd"
 
 
 def build():
-    keras.utils.set_random_seed(0)
-    teacher = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="tanh"),
-                                keras.layers.Dense(5)])
-    student = keras.Sequential([keras.Input((10,)), keras.layers.Dense(8, activation="tanh"),
-                                keras.layers.Dense(5)])
+    teacher, student = toy_models.teacher_and_student()
     losses = {"kd": kdtf.losses.KD(2.0), "dist": kdtf.losses.DIST(2.0),
               "dist_global": kdtf.losses.DIST(2.0, global_batch=True)}
     sampler = None

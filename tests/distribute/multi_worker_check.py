@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 import kdtf  # noqa: E402
 from kdtf import samplers  # noqa: E402
+import toy_models  # noqa: E402 (beside this script)
 
 GLOBAL_BATCH = 16
 
@@ -44,11 +45,7 @@ y = rng.integers(0, 5, size=128).astype("int32")
 
 def run(method):
     with strategy.scope():
-        keras.utils.set_random_seed(0)
-        teacher = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="tanh"),
-                                    keras.layers.Dense(5)])
-        student = keras.Sequential([keras.Input((10,)), keras.layers.Dense(8, activation="tanh"),
-                                    keras.layers.Dense(5)])
+        teacher, student = toy_models.teacher_and_student()
         loss = {"kd": kdtf.losses.KD(2.0), "noise0": kdtf.losses.KD(2.0),
                 "kd_adam": kdtf.losses.KD(2.0),
                 "dist_global": kdtf.losses.DIST(2.0, global_batch=True)}[method]
