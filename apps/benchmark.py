@@ -56,7 +56,9 @@ flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bf
 flags.DEFINE_bool("augment", False,
                   "Random crop (4 px) + horizontal flip of the uint8 images in the tf.data pipelines "
                   "(image pairs only; MNIST-1D signals are not augmented). The teacher cache then "
-                  "stores --views augmented views per example.")
+                  "stores --views augmented views per example. Also adds 'kdtf KD, augmented in step' "
+                  "(the same crop + flip inside the train step). Without TensorFlow only the latter "
+                  "runs, and the cache holds the fixed data.")
 flags.DEFINE_integer("views", 4, "Augmented views per example in the teacher cache (with --augment).",
                      lower_bound=1)
 flags.DEFINE_string("cifar_teacher", "resnet20", "Teacher of the 'cifar' pair (a kdtf.models name).")

