@@ -65,6 +65,7 @@ PAIRS = ("mnist1d", "cifar")
 MODES = ("kd", "dist", "extracurricular", "cached")
 INPUTS = ("memory", "tfdata")
 IN_STEP = "kdtf KD, augmented in step"
+UNFOLDED = "kdtf KD, teacher BatchNorm not folded"
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 JIT = ("auto", "true", "false")
 TEMPERATURE = 4.0
@@ -451,6 +452,7 @@ class _Pair:
         from kdtf import samplers as samplers_lib
         from kdtf.augmentation import RandomCropFlip
         from kdtf.distiller import Distiller
+        from kdtf.folding import FoldedForward
 
         self.cfg, self.pair, self.log = cfg, pair, log
         self.settings = _pair_settings(cfg, pair)
@@ -509,10 +511,11 @@ class _Pair:
                                     drop_remainder=True, repeat=True)
             return in_memory(ds) if kind == "memory" else ds
 
-        def kdtf_distiller(loss, sampler=None, augmentation=None):
+        def kdtf_distiller(loss, sampler=None, augmentation=None, fold=True):
             d = Distiller(teacher=teacher, student=student(), distillation_losses=loss,
                           student_loss_weight=STUDENT_LOSS_WEIGHT, sampler=sampler,
-                          synthetic_ratio=1.0, seed=cfg.seed, augmentation=augmentation)
+                          synthetic_ratio=1.0, seed=cfg.seed, augmentation=augmentation,
+                          fold_teacher_batchnorm=fold)
             d.compile(optimizer="adam", loss=task_loss, **compile_kwargs)
             return d
 
@@ -539,8 +542,14 @@ class _Pair:
                            note="forward only, inference mode, no gradients"))
         c.append(Contender("keras.distillation KD", "fit", keras_distiller(), sources[first](), first,
                            note="LogitsDistillation(temperature=4, loss=keras.losses.KLDivergence())"))
-        c.append(Contender("kdtf KD", "fit", kdtf_distiller(losses_lib.KD(TEMPERATURE)),
-                           sources[first](), first))
+        kd = kdtf_distiller(losses_lib.KD(TEMPERATURE))
+        c.append(Contender("kdtf KD", "fit", kd, sources[first](), first))
+        if isinstance(kd._teacher_forward, FoldedForward):
+            # What folding the teacher's BatchNorm (the default) buys.
+            c.append(Contender(UNFOLDED, "fit",
+                               kdtf_distiller(losses_lib.KD(TEMPERATURE), fold=False),
+                               sources[first](), first,
+                               note="fold_teacher_batchnorm=False"))
         if "dist" in cfg.modes:
             c.append(Contender("kdtf DIST", "fit", kdtf_distiller(losses_lib.DIST(TEMPERATURE)),
                                sources[first](), first))
@@ -618,6 +627,8 @@ def ratios(pair):
         lambda k, s, t: k / bound(s, t), kd, student, teacher)
     add("keras.distillation KD share of the bound", lambda k, s, t: k / bound(s, t),
         keras_kd, student, teacher)
+    add("kdtf KD / KD with the teacher's BatchNorm not folded (images/s)", lambda a, b: a / b,
+        kd, get(UNFOLDED))
     add("DIST / KD step time", lambda k, d: k / d, kd, get("kdtf DIST"))
     add("EC / KD step time", lambda k, e: k / e, kd, get("kdtf EC"))
     add("cached KD / keras.distillation KD (images/s)", lambda c, k: c / k,

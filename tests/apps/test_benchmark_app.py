@@ -60,6 +60,9 @@ def test_augment_times_in_step_augmentation(tmp_path):
     md = open(out_md).read()
     assert "kdtf KD, augmented in step" in md and "RandomCropFlip" in md
     assert "KD augmented in step / kdtf KD, memory" in md
+    # resnet20's BatchNorm folds: the unfolded step is timed beside it.
+    assert "kdtf KD, teacher BatchNorm not folded" in md
+    assert "KD with the teacher's BatchNorm not folded" in md
     rows = json.load(open(str(tmp_path / "BENCHMARKS.json")))["pairs"]["cifar"]["rows"]
     assert any(r["name"] == "kdtf KD, augmented in step" and r["images_per_s"] > 0 for r in rows)
 
