@@ -794,8 +794,8 @@ def to_markdown(result, command):
         " (softmax probabilities, tau^2 scaling; its default `\"kl_divergence\"` string would apply "
         "the KL function to logits) |",
         "| kdtf losses | KD(temperature=4), DIST(temperature=4); student_loss_weight 0.5; Adam; "
-        "defaults otherwise (the teacher's BatchNorm folded into its convolutions: "
-        "`fold_teacher_batchnorm=True`) |",
+        "defaults otherwise (`fold_teacher_batchnorm=True`: each BatchNorm after a float32 "
+        "convolution of the teacher is folded into it; none under mixed precision) |",
     ]
     if s["rounds"] < 3:
         lines += ["", f"**Fewer than 3 rounds ({s['rounds']}): a smoke run, not a reference figure.**"]
