@@ -12,8 +12,9 @@ Public API:
 - `kdtf.distribute`: strategies for a run (mirrored, multi-worker) and who writes files.
 - `kdtf.experiment`: the end-to-end runs behind the apps; `kdtf.benchmark`: speed.
 
-Submodules load on first use, so `import kdtf` (and an app's `--help`) does
-not pay for importing TensorFlow.
+Other submodules load on first use. `import kdtf` imports Keras and registers
+every kdtf class that a `.keras` file may hold, so `keras.saving.load_model`
+rebuilds a saved `Distiller`, loss or sampler in a fresh process.
 """
 import importlib
 
@@ -39,7 +40,7 @@ def register_all():
         importlib.import_module(name)
 
 
-def __getattr__(name):
+def __getattr__(name):  # noqa: E302
     if name in _SUBMODULES:
         return importlib.import_module(f"kdtf.{name}")
     if name in _ATTRIBUTES:
@@ -49,3 +50,6 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + list(_SUBMODULES) + list(_ATTRIBUTES))
+
+
+register_all()

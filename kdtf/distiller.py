@@ -9,6 +9,7 @@ from kdtf import losses as losses_lib
 from kdtf.backend import get_step_functions
 from kdtf import heads
 from kdtf.losses.base import shapes_compatible
+from kdtf.losses.keras_compat import KerasDistillationLoss, is_keras_distillation_loss
 
 
 @keras.saving.register_keras_serializable(package="kdtf")
@@ -125,6 +126,8 @@ class Distiller(keras.Model):
         _check_model("teacher", teacher)
         _check_model("student", student)
         _check_compatible(teacher, student)
+        _check_single_output(teacher, "teacher")
+        _check_single_output(student, "student")
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
@@ -138,16 +141,27 @@ class Distiller(keras.Model):
             distillation_losses = [distillation_losses]
         if not distillation_losses:
             raise ValueError("`distillation_losses` must not be empty.")
-        self.distillation_losses = [
-            losses_lib.get(loss) for loss in distillation_losses
+        # The user's loss objects, as given (Keras's own losses included); the
+        # loss math calls `_loss_fns`, where a keras.distillation loss is
+        # wrapped into kdtf's call (`kdtf.losses.keras_compat`).
+        self.distillation_losses = [_get_loss(loss) for loss in distillation_losses]
+        self._loss_fns = [
+            KerasDistillationLoss(loss) if is_keras_distillation_loss(loss) else loss
+            for loss in self.distillation_losses
         ]
+        for fn in self._loss_fns:
+            if isinstance(fn, KerasDistillationLoss):
+                fn.validate(teacher, student)
         # Losses with trainable parts (feature adapters) take `training`.
         self._losses_with_training = {
-            id(loss) for loss in self.distillation_losses if _accepts_training(loss)
+            id(loss) for loss in self._loss_fns if _accepts_training(loss)
         }
         # A regression (GaussianHead) model on one side only, or a Gaussian
         # loss on a classifier, is an error here rather than a shape surprise.
-        heads.check_compatible(teacher, student, self.distillation_losses)
+        heads.check_compatible(teacher, student, self._loss_fns)
+        _check_logit_losses(teacher, self._loss_fns)
+        # Softmax outputs: logit losses get log-probabilities (exact).
+        self._softmax_roles = _softmax_roles(teacher, student, self._loss_fns)
         if distillation_loss_weights is None:
             distillation_loss_weights = [1.0] * len(self.distillation_losses)
         elif not isinstance(distillation_loss_weights, (list, tuple)):
@@ -164,8 +178,9 @@ class Distiller(keras.Model):
         ]
 
         self._teacher_forward = _forward_with_features(
-            teacher, "teacher", self.distillation_losses
+            teacher, "teacher", self._loss_fns
         )
+        self._teacher_features = self._teacher_forward
         if not isinstance(fold_teacher_batchnorm, bool):
             raise TypeError(
                 "`fold_teacher_batchnorm` must be True or False; got "
@@ -175,10 +190,10 @@ class Distiller(keras.Model):
         self._teacher_folded = False
         self._fold_teacher()
         self._student_forward = _forward_with_features(
-            student, "student", self.distillation_losses
+            student, "student", self._loss_fns
         )
         adapters = []
-        for loss in self.distillation_losses:
+        for loss in self._loss_fns:
             if hasattr(loss, "build_adapter") and _feature_name(loss, "teacher"):
                 loss.build_adapter(
                     _feature_shape(teacher, _feature_name(loss, "teacher")),
@@ -218,6 +233,8 @@ class Distiller(keras.Model):
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
+        # keras.distillation's name for the total (`loss` holds it too).
+        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self.synthetic_loss_tracker = (
             keras.metrics.Mean(name="synthetic_loss") if sampler else None
         )
@@ -281,8 +298,19 @@ class Distiller(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     @property
+    def _teacher_feature_extractor(self):
+        """keras.distillation's name: the teacher model returning its features."""
+        return self._teacher_features if self._teacher_features is not self.teacher else None
+
+    @property
+    def _student_feature_extractor(self):
+        """keras.distillation's name: the student model returning its features."""
+        return self._student_forward if self._student_forward is not self.student else None
+
+    @property
     def metrics(self):
-        trackers = [self.student_loss_tracker, self.distillation_loss_tracker]
+        trackers = [self.total_loss_tracker, self.student_loss_tracker,
+                    self.distillation_loss_tracker]
         if self.synthetic_loss_tracker is not None:
             trackers.append(self.synthetic_loss_tracker)
         base = [m for m in super().metrics if m not in trackers]
@@ -384,7 +412,7 @@ class Distiller(keras.Model):
         }
 
     def _check_cached(self, cached, x, num_real):
-        for loss in self.distillation_losses:
+        for loss in self._loss_fns:
             if _feature_name(loss, "teacher"):
                 raise ValueError(
                     "Cached teacher outputs hold the teacher's final output "
@@ -521,22 +549,25 @@ class Distiller(keras.Model):
         self, teacher_outputs, student_outputs, sample_weight=None, training=True
     ):
         total = ops.zeros((), dtype="float32")
-        for loss, weight in zip(
-            self.distillation_losses, self.distillation_loss_weights
-        ):
+        for loss, weight in zip(self._loss_fns, self.distillation_loss_weights):
             kwargs = {"training": training} if id(loss) in self._losses_with_training else {}
-            value = loss(
-                teacher_outputs[_feature_name(loss, "teacher") or _OUTPUT],
-                student_outputs[_feature_name(loss, "student") or _OUTPUT],
-                sample_weight=sample_weight,
-                **kwargs,
-            )
+            t_name, s_name = _feature_name(loss, "teacher"), _feature_name(loss, "student")
+            t, s = teacher_outputs[t_name or _OUTPUT], student_outputs[s_name or _OUTPUT]
+            if _softmax_mode(loss) == "log_probabilities":
+                if t_name is None and "teacher" in self._softmax_roles:
+                    t = heads.log_probabilities(t)
+                if s_name is None and "student" in self._softmax_roles:
+                    s = heads.log_probabilities(s)
+            value = loss(t, s, sample_weight=sample_weight, **kwargs)
             total = total + weight * ops.cast(value, "float32")
         return total
 
     def update_loss_trackers(self, total, terms, batch_size):
         """Updates the logged means with unscaled (per-example) values."""
         self._loss_tracker.update_state(
+            _unscale_for_replicas(total), sample_weight=batch_size
+        )
+        self.total_loss_tracker.update_state(
             _unscale_for_replicas(total), sample_weight=batch_size
         )
         self.student_loss_tracker.update_state(
@@ -596,7 +627,19 @@ def _feature_name(loss, role):
 
 
 def _as_dict(outputs):
+    if isinstance(outputs, (list, tuple)):
+        raise ValueError(
+            f"the teacher or student returned {len(outputs)} outputs; kdtf.Distiller "
+            "distils models with one output. " + _ONE_OUTPUT_FIX
+        )
     return outputs if isinstance(outputs, dict) else {_OUTPUT: outputs}
+
+
+_ONE_OUTPUT_FIX = (
+    "Distil one head at a time: wrap each side as keras.Model(model.inputs, "
+    "model.outputs[i]) (the same i for teacher and student) and give that pair to a "
+    "Distiller; the heads share the backbone's weights."
+)
 
 
 def _feature_shape(model, layer_name):
@@ -668,10 +711,93 @@ def _accepts_training(loss):
 
 
 def _check_model(arg, model):
+    # ValueError, as keras.distillation raises (its own tests check it).
     if not isinstance(model, keras.Model):
-        raise TypeError(
+        raise ValueError(
             f"`{arg}` must be a keras.Model; got {type(model).__name__}."
         )
+
+
+def _get_loss(loss):
+    """A kdtf loss from a name or instance; Keras distillation losses as they are."""
+    if is_keras_distillation_loss(loss):
+        return loss
+    return losses_lib.get(loss)
+
+
+def _softmax_mode(loss):
+    """What a loss does with a softmax output: see `_softmax_roles`."""
+    mode = getattr(loss, "softmax_outputs", None)
+    if mode is not None:
+        return mode
+    return "log_probabilities" if getattr(loss, "logit_loss", False) else "as_is"
+
+
+def _softmax_roles(teacher, student, loss_fns):
+    """The roles ("teacher", "student") whose model ends in a softmax.
+
+    Logit losses (KD, DIST, categorical DistributionKL, Keras's KL
+    LogitsDistillation) then get `log p`, exact since softmax(log p / T) =
+    softmax(z / T); a loss that needs the raw logits is refused, naming the
+    layer. A one-line notice says which outputs are converted.
+    """
+    roles = {}
+    for role, model in (("teacher", teacher), ("student", student)):
+        layer = heads.softmax_layer(model)
+        if layer is None:
+            continue
+        roles[role] = layer
+        for fn in loss_fns:
+            if _feature_name(fn, role) is None and _softmax_mode(fn) == "refuse":
+                raise ValueError(
+                    f"the {role} {model.name!r} ends in a softmax (layer {layer.name!r}), and "
+                    f"the distillation loss {getattr(fn, 'name', type(fn).__name__)} needs its "
+                    "logits. Build the model without the softmax (keras.applications: "
+                    "classifier_activation=None; your own model: activation=None on the last "
+                    "layer), or use a KL divergence / kdtf.losses.KD, which are exact on "
+                    "probabilities."
+                )
+    used = [role for role in roles
+            if any(_feature_name(fn, role) is None and _softmax_mode(fn) == "log_probabilities"
+                   for fn in loss_fns)]
+    if used:
+        names = " and ".join(f"the {role} (layer {roles[role].name!r})" for role in used)
+        print(f"[kdtf] {names} ends in a softmax: distilling its log-probabilities, which is "
+              "exact (softmax(log p / T) = softmax(z / T)).", file=sys.stderr, flush=True)
+    return tuple(roles)
+
+
+def _check_single_output(model, role):
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return
+    if outputs and len(outputs) > 1:
+        raise ValueError(
+            f"the {role} {model.name!r} has {len(outputs)} outputs; kdtf.Distiller distils "
+            f"models with one output. {_ONE_OUTPUT_FIX}"
+        )
+
+
+def _check_logit_losses(teacher, loss_fns):
+    """A softmax over one logit is constant: KD/DIST would train nothing."""
+    try:
+        width = teacher.outputs[0].shape[-1]
+    except (AttributeError, ValueError, IndexError, TypeError):
+        return
+    if width != 1:
+        return
+    for fn in loss_fns:
+        if getattr(fn, "logit_loss", False) and _feature_name(fn, "teacher") is None:
+            raise ValueError(
+                f"the teacher {teacher.name!r} has one output, but "
+                f"{getattr(fn, 'name', type(fn).__name__)} compares softmax distributions over "
+                "classes, which are constant for one output (the loss would be 0 with no "
+                "gradient). For regression distil with keras.distillation.FeatureDistillation("
+                "loss='mse') on the outputs, or give both models a kdtf.heads.GaussianHead and "
+                "use kdtf.losses.DistributionKL(family='gaussian'); for two classes give both "
+                "models 2 logits."
+            )
 
 
 def _input_shape(model):

@@ -225,6 +225,81 @@ def output_family(model):
     return getattr(layer, "family", None) if layer is not None else None
 
 
+def softmax_layer(model):
+    """The layer whose softmax ends `model`, or None for a logits output.
+
+    A model ends in a softmax when its last layer is a `Softmax` layer, an
+    `Activation("softmax")`, or a layer built with `activation="softmax"`
+    (`Dense`, `Conv2D`, ...: every `keras.applications` classifier with its
+    default `classifier_activation="softmax"`). Nested models are followed
+    to their last layer. Subclassed models whose last layer cannot be found
+    are treated as returning logits.
+
+    Args:
+        model: a `keras.Model`.
+
+    Returns:
+        The softmax layer, or None.
+
+    Example:
+
+    >>> softmax_layer(keras.applications.MobileNetV3Small(weights=None)).name
+    'predictions'
+    """
+    layer = _last_layer(model)
+    if layer is None:
+        return None
+    if isinstance(layer, keras.layers.Softmax):
+        return layer
+    activation = getattr(layer, "activation", None)
+    if getattr(activation, "__name__", None) == "softmax":
+        return layer
+    return None
+
+
+def log_probabilities(probabilities):
+    """`log p` of softmax outputs, in float32: logits up to a per-row constant.
+
+    `softmax(log p / T) == softmax(z / T)` for `p = softmax(z)`, so every
+    softmax-based loss and metric is exact on `log p`. Probabilities that
+    underflowed to 0 are clipped at the smallest normal float32, i.e. a logit
+    gap of about 87 nats, which no temperature-softened target can tell apart.
+
+    Args:
+        probabilities: a tensor (or NumPy array) of probabilities.
+
+    Returns:
+        A float32 tensor of the same shape.
+    """
+    p = ops.cast(probabilities, "float32")
+    return ops.log(ops.maximum(p, _TINY))
+
+
+# The smallest normal float32.
+_TINY = 1.1754944e-38
+
+
+def as_logits(model, outputs):
+    """`outputs` of `model` as logits: log-probabilities if it ends in a softmax.
+
+    Metrics that take logits (`kdtf.metrics`) then give the right values for
+    either kind of classifier.
+
+    Args:
+        model: the `keras.Model` that produced `outputs`.
+        outputs: its outputs (NumPy array or tensor).
+
+    Returns:
+        `outputs` unchanged for a logits model; `log(outputs)` (float32 NumPy)
+        for a softmax model.
+    """
+    if softmax_layer(model) is None:
+        return outputs
+    import numpy as np
+
+    return np.log(np.maximum(np.asarray(outputs, dtype=np.float32), _TINY))
+
+
 def check_compatible(teacher, student, distillation_losses=()):
     """Raises a ValueError when teacher, student and losses disagree on family.
 

@@ -48,9 +48,18 @@ def test_fit_logs_each_term_and_trains():
                 "val_student_loss", "val_distillation_loss", "val_accuracy"):
         assert key in hist.history, key
     assert hist.history["student_loss"][-1] < hist.history["student_loss"][0]
+    assert hist.history["total_loss"] == hist.history["loss"]  # keras.distillation's name
+    assert "val_total_loss" in hist.history
     result = d.evaluate(x, y, verbose=0, return_dict=True)
-    # evaluate() reports the student's own task loss and metrics.
-    np.testing.assert_allclose(result["loss"], float(CE(y, d.student.predict(x, verbose=0))), rtol=1e-4)
+    # evaluate(): `loss` is the total objective (as in keras.distillation and
+    # in fit), `student_loss` the student's own task loss.
+    s, t = d.student.predict(x, verbose=0), d.teacher.predict(x, verbose=0)
+    want_student = float(CE(y, s))
+    want_distill = float(kdtf.losses.KD(2.0)(t, s))
+    np.testing.assert_allclose(result["student_loss"], want_student, rtol=1e-4)
+    np.testing.assert_allclose(result["distillation_loss"], want_distill, rtol=1e-4)
+    np.testing.assert_allclose(result["loss"], 0.5 * want_student + 0.5 * want_distill, rtol=1e-4)
+    np.testing.assert_allclose(result["total_loss"], result["loss"], rtol=1e-6)
 
 
 def test_total_is_weighted_sum_of_terms():
@@ -176,7 +185,8 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_not_a_model():
-    with pytest.raises(TypeError, match="`teacher` must be a keras.Model"):
+    # ValueError, as keras.distillation raises.
+    with pytest.raises(ValueError, match="`teacher` must be a keras.Model"):
         kdtf.Distiller(lambda x: x, _student())
 
 

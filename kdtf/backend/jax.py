@@ -130,15 +130,13 @@ def test_step(model, state, data):
     def forward():
         student_outputs = model.student_outputs(x, training=False)
         teacher_outputs = model.teacher_outputs(x, cached)
-        _, terms, y_pred = model.compute_distillation_loss(
+        total, terms, y_pred = model.compute_distillation_loss(
             y, teacher_outputs, student_outputs, None, sample_weight,
             training=False,
         )
-        # In evaluation `loss` is the student's own task loss, comparable
-        # with a student trained without a teacher.
-        return _update_metrics(
-            model, terms["student_loss"], terms, x, y, y_pred, sample_weight
-        )
+        # As in keras.distillation, `loss` is the total objective; the
+        # student's own task loss is `student_loss`.
+        return _update_metrics(model, total, terms, x, y, y_pred, sample_weight)
 
     logs, (non_trainable_values, metrics_values) = _stateless(
         [

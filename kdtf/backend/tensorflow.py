@@ -43,12 +43,12 @@ def test_step(model, data):
     x, cached = model.unpack_inputs(x)
     student_outputs = model.student_outputs(x, training=False)
     teacher_outputs = model.teacher_outputs(x, cached)
-    _, terms, y_pred = model.compute_distillation_loss(
+    total, terms, y_pred = model.compute_distillation_loss(
         y, teacher_outputs, student_outputs, None, sample_weight, training=False
     )
-    # In evaluation `loss` is the student's own task loss, comparable with a
-    # student trained without a teacher.
-    model.update_loss_trackers(terms["student_loss"], terms, tf.shape(x)[0])
+    # As in keras.distillation, `loss` is the total objective; the student's
+    # own task loss (comparable with a student trained alone) is `student_loss`.
+    model.update_loss_trackers(total, terms, tf.shape(x)[0])
     return _metrics(model, x, y, y_pred, sample_weight)
 
 

@@ -14,7 +14,10 @@ class DistillationLoss(keras.losses.Loss):
 
     Subclasses whose two inputs may differ in shape (feature losses with an
     adapter) set the class attribute `same_shape = False`; otherwise a shape
-    mismatch raises a ValueError naming both arguments.
+    mismatch raises a ValueError naming both arguments. Losses on
+    classification logits set `logit_loss = True`: `kdtf.Distiller` then
+    passes them `log p` for a model whose output is a softmax `p` (exact:
+    `softmax(log p / T) == softmax(z / T)`).
 
     Args:
         name: name of the loss.
@@ -23,6 +26,10 @@ class DistillationLoss(keras.losses.Loss):
     """
 
     same_shape = True
+    # True for losses on classification logits (softmax distributions): the
+    # Distiller gives them log-probabilities of softmax-output models (exact)
+    # and refuses them on a one-output model.
+    logit_loss = False
 
     def __init__(self, name=None, reduction="sum_over_batch_size"):
         super().__init__(name=name, reduction=reduction, dtype="float32")

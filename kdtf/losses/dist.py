@@ -65,6 +65,8 @@ class DIST(DistillationLoss):
     >>> loss(teacher_logits, student_logits)
     """
 
+    logit_loss = True
+
     def __init__(
         self,
         temperature=1.0,

@@ -110,6 +110,11 @@ class DistributionKL(DistillationLoss):
             )
         self.uncertainty_weighting = uncertainty_weighting
 
+    @property
+    def logit_loss(self):
+        """Categorical outputs are logits; Gaussian ones are not."""
+        return self.family == "categorical"
+
     def call(self, teacher_outputs, student_outputs):
         teacher_outputs = ops.stop_gradient(teacher_outputs)
         if self.family == "categorical":

@@ -28,6 +28,8 @@ class KD(DistillationLoss):
     >>> loss(teacher_logits, student_logits)
     """
 
+    logit_loss = True
+
     def __init__(self, temperature=4.0, name="kd", reduction="sum_over_batch_size"):
         super().__init__(name=name, reduction=reduction)
         self.temperature = check_temperature(temperature)
