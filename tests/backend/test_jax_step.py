@@ -121,11 +121,14 @@ def test_kd_fit_lowers_loss_and_keeps_the_teacher_bit_identical(teacher_weights)
     # The student trained, BatchNorm statistics included.
     for v, before in zip(d.student.weights, student_before):
         assert not np.array_equal(v.numpy(), before), v.path
-    # evaluate() reports the student's own task loss, as on TensorFlow.
+    # evaluate(): `loss` is the total objective, `student_loss` the task loss,
+    # as on TensorFlow and in keras.distillation.
     result = d.evaluate(X, Y, batch_size=len(X), verbose=0, return_dict=True)
-    want = float(CE(Y, d.student.predict(X, verbose=0)))
-    np.testing.assert_allclose(result["loss"], want, rtol=1e-5)
+    s, t = d.student.predict(X, verbose=0), teacher.predict(X, verbose=0)
+    want = float(CE(Y, s))
     np.testing.assert_allclose(result["student_loss"], want, rtol=1e-5)
+    want_total = 0.5 * want + 0.5 * float(kdtf.losses.KD(4.0)(t, s))
+    np.testing.assert_allclose(result["loss"], want_total, rtol=1e-5)
 
 
 def _gmm(covariance):
