@@ -2,7 +2,10 @@ r"""Exports a trained kdtf student (.keras) to TFLite (LiteRT) or SavedModel.
 
 TFLite exports can be quantized (dynamic, float16, or full-integer int8) and
 are verified on the test split of --dataset: top-1 agreement with the Keras
-model, max output error, accuracy, file size and CPU latency are printed.
+model, max output error, accuracy, file size and CPU latency are printed. An
+export whose agreement is below --min_agreement (by default 99.9% for float32,
+99% for float16 and dynamic, 97% for int8) ends the app with status 1 and is
+kept as <output>.failed.tflite, not under --output.
 
 Example:
 
@@ -75,6 +78,14 @@ _VERIFY = flags.DEFINE_bool(
     "Run the exported .tflite file with LiteRT on the test split of "
     "--dataset and print agreement, accuracy, size and latency. Use "
     "--noverify to skip (no dataset needed unless --quantization=int8).")
+_MIN_AGREEMENT = flags.DEFINE_float(
+    "min_agreement", None,
+    "The top-1 agreement with the Keras model on the test split that the "
+    "verified .tflite file must reach, as a fraction (0.97 = 97%). Default: "
+    "0.999 for --quantization=none, 0.99 for float16 and dynamic, 0.97 for "
+    "int8; 0 disables the check. Below it the app exits with status 1 and "
+    "the file is kept as <output>.failed.tflite, not written to --output.",
+    lower_bound=0.0, upper_bound=1.0)
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False,
     "Replace an existing --output. Without it an existing output is an "
@@ -104,6 +115,11 @@ flags.register_multi_flags_validator(
     ["int8_io", "quantization"],
     lambda f: not f["int8_io"] or f["quantization"] == "int8",
     message="--int8_io requires --quantization=int8")
+flags.register_multi_flags_validator(
+    ["min_agreement", "verify", "format"],
+    lambda f: f["min_agreement"] is None or (f["verify"] and f["format"] == "tflite"),
+    message="--min_agreement applies to verified --format=tflite exports: drop it, or drop "
+    "--noverify")
 flags.register_multi_flags_validator(
     ["format", "quantization"],
     lambda f: f["format"] == "tflite" or f["quantization"] == "none",
@@ -205,6 +221,7 @@ def run(argv_flags):
         overwrite=argv_flags.overwrite,
         verify_data=verify_data,
         verify_labels=y_test if argv_flags.verify else None,
+        min_agreement=argv_flags.min_agreement,
     )
     return str(report)
 

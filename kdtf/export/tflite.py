@@ -7,7 +7,9 @@ function that captures Keras 3 variables does not freeze them, and int8
 calibration then fails on READ_VARIABLE ops; the SavedModel route works.)
 """
 
+import dataclasses
 import inspect
+import numbers
 import os
 import tempfile
 
@@ -22,6 +24,93 @@ from kdtf.export import verify as verify_lib
 
 QUANTIZATIONS = ("float32", "dynamic", "float16", "int8")
 _ALIASES = {None: "float32", "none": "float32", "float32": "float32"}
+
+# The top-1 agreement with the Keras model a verified export must reach, per
+# quantization (a fraction of the verification samples). float32 differs from
+# Keras only by float round-off, so it may flip a near-tie in a thousand;
+# float16 and dynamic-range weights move logits a little more; full int8
+# quantizes every activation.
+DEFAULT_MIN_AGREEMENT = {"float32": 0.999, "float16": 0.99, "dynamic": 0.99, "int8": 0.97}
+
+
+class VerificationError(ValueError):
+    """An export's agreement with its Keras model is below `min_agreement`.
+
+    Raised by `tflite` after the exported file was run on `verify_data`. The
+    file is not left under the requested name: it is kept beside it as
+    `<name>.failed.tflite` (see `failed_path`) for inspection.
+
+    Attributes:
+        report: The `ExportReport` of the failed file (its `path` is the
+            `.failed.tflite` file).
+        min_agreement: The threshold that was not reached.
+        path: The requested destination, which was not written.
+        failed_path: Where the failed file was kept.
+
+    Example:
+
+    >>> try:
+    ...     tflite(model, "/tmp/m.tflite", quantization="int8",
+    ...            representative_data=x_cal, verify_data=x_test,
+    ...            min_agreement=0.999)
+    ... except VerificationError as e:
+    ...     print(e.report.top1_agreement)  # doctest: +SKIP
+    """
+
+    def __init__(self, message, report=None, min_agreement=None, path=None, failed_path=None):
+        super().__init__(message)
+        self.report = report
+        self.min_agreement = min_agreement
+        self.path = path
+        self.failed_path = failed_path
+
+
+def failed_path(path):
+    """Where `tflite` keeps a file that failed verification: `<name>.failed.tflite`.
+
+    Args:
+        path: The requested destination of the export.
+
+    Returns:
+        The sibling path, e.g. `/tmp/student.failed.tflite` for
+        `/tmp/student.tflite`.
+
+    Example:
+
+    >>> failed_path("/tmp/student.tflite")
+    '/tmp/student.failed.tflite'
+    """
+    path = os.path.abspath(os.fspath(path))
+    stem, ext = os.path.splitext(path)
+    return f"{stem}.failed{ext or '.tflite'}"
+
+
+def resolve_min_agreement(min_agreement, quantization):
+    """The agreement threshold for an export: the default for None, else checked.
+
+    Args:
+        min_agreement: None (the default of `quantization`, see
+            `DEFAULT_MIN_AGREEMENT`), or a fraction in [0, 1]; 0 disables the
+            check.
+        quantization: One of `QUANTIZATIONS`.
+
+    Returns:
+        The threshold as a float in [0, 1].
+
+    Example:
+
+    >>> resolve_min_agreement(None, "int8")
+    0.97
+    """
+    if min_agreement is None:
+        return DEFAULT_MIN_AGREEMENT[normalize_quantization(quantization)]
+    if (isinstance(min_agreement, bool) or not isinstance(min_agreement, numbers.Real)
+            or not 0.0 <= float(min_agreement) <= 1.0):
+        raise ValueError(
+            f"`min_agreement` must be a fraction in [0, 1] (0.97 means 97% top-1 agreement; 0 "
+            f"disables the check; --min_agreement in the apps), got {min_agreement!r}."
+        )
+    return float(min_agreement)
 
 
 def normalize_quantization(quantization):
@@ -223,7 +312,7 @@ def convert(model, quantization=None, representative_data=None,
 
 def tflite(model, path, quantization=None, representative_data=None,
            int8_io=False, overwrite=False, verify_data=None,
-           verify_labels=None, seed=0):
+           verify_labels=None, seed=0, min_agreement=None):
     """Exports `model` to a `.tflite` file, optionally quantized and verified.
 
     Args:
@@ -242,14 +331,28 @@ def tflite(model, path, quantization=None, representative_data=None,
         int8_io: With `"int8"`, make the model's input and output int8 too
             (callers quantize inputs with the input scale/zero point).
         overwrite: Whether an existing file at `path` may be replaced.
-        verify_data: Optional held-out inputs; if given the written file is
-            run with LiteRT and compared with `model` (see `verify_tflite`).
+        verify_data: Optional held-out inputs; if given the converted file is
+            run with LiteRT and compared with `model` (see `verify_tflite`)
+            before it is moved to `path`.
         verify_labels: Optional labels for `verify_data`, for accuracy.
         seed: Seed passed to a sampler in `representative_data`.
+        min_agreement: The top-1 agreement with `model` on `verify_data` the
+            file must reach, a fraction in [0, 1]. None: the default of the
+            quantization (`DEFAULT_MIN_AGREEMENT`: float32 0.999, float16 and
+            dynamic 0.99, int8 0.97); 0 disables the check. Below it,
+            `VerificationError` is raised and nothing is written to `path`
+            (an existing file there is left as it was): the failed file is
+            kept beside it as `<name>.failed.tflite` (`failed_path(path)`,
+            replacing an earlier failed file of that name) for inspection.
+            Ignored without `verify_data`.
 
     Returns:
         An `ExportReport` (verification fields are None without
         `verify_data`).
+
+    Raises:
+        VerificationError: (a `ValueError`) the agreement is below
+            `min_agreement`.
 
     Example:
 
@@ -259,6 +362,7 @@ def tflite(model, path, quantization=None, representative_data=None,
     >>> print(report)  # doctest: +SKIP
     """
     quantization = normalize_quantization(quantization)
+    threshold = resolve_min_agreement(min_agreement, quantization)
     path = atomic.check_destination(path, overwrite=overwrite)
     flatbuffer = convert(
         model,
@@ -267,14 +371,36 @@ def tflite(model, path, quantization=None, representative_data=None,
         int8_io=int8_io,
         seed=seed,
     )
-    atomic.atomic_write_bytes(path, flatbuffer, overwrite=overwrite)
     if verify_data is None:
+        atomic.atomic_write_bytes(path, flatbuffer, overwrite=overwrite)
         return verify_lib.ExportReport(
             path=path,
             quantization=quantization,
             size_bytes=os.path.getsize(path),
             int8_io=bool(int8_io),
         )
-    return verify_lib.verify_tflite(
-        path, model, verify_data, verify_labels, quantization=quantization
-    )
+    # The file is verified under its temporary name and only moved to `path`
+    # when it passes: a failing file never stands under the final name.
+    with atomic.atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(flatbuffer)
+        report = verify_lib.verify_tflite(
+            tmp, model, verify_data, verify_labels, quantization=quantization
+        )
+        report = dataclasses.replace(report, path=path, min_agreement=threshold)
+        if report.top1_agreement < threshold:
+            failed = failed_path(path)
+            os.replace(tmp, failed)
+            report = dataclasses.replace(report, path=failed)
+            agree = round(report.top1_agreement * report.num_samples)
+            raise VerificationError(
+                f"TFLite export ({quantization}) failed verification: top-1 agreement with the "
+                f"Keras model {100 * report.top1_agreement:.2f}% ({agree}/{report.num_samples} "
+                f"samples) is below min_agreement={threshold:g} "
+                f"({100 * threshold:.2f}%); {path} was not written, the file is kept at "
+                f"{failed} for inspection. Lower the threshold with min_agreement= "
+                "(--min_agreement in the apps, 0 disables the check), or try other "
+                "calibration data or another quantization.",
+                report=report, min_agreement=threshold, path=path, failed_path=failed,
+            )
+    return report

@@ -40,6 +40,8 @@ class ExportReport:
         keras_accuracy: Top-1 accuracy of the Keras model (if labels given).
         latency_ms: Median latency of one batch-1 `invoke()` on this CPU, in
             milliseconds.
+        min_agreement: The top-1 agreement the export had to reach (set by
+            `kdtf.export.tflite`; None where no threshold was checked).
 
     Example:
 
@@ -59,6 +61,7 @@ class ExportReport:
     accuracy: float | None = None
     keras_accuracy: float | None = None
     latency_ms: float | None = None
+    min_agreement: float | None = None
 
     @property
     def verified(self):
@@ -83,6 +86,7 @@ class ExportReport:
             f"  agreement with Keras: {100 * self.top1_agreement:.2f}% top-1 "
             f"on {self.num_samples} samples, max |error| "
             f"{self.max_abs_error:.4g}"
+            + (f" (required: {100 * self.min_agreement:.2f}%)" if self.min_agreement else "")
         )
         if self.accuracy is not None:
             lines.append(

@@ -7,7 +7,7 @@ import pytest
 import app_runner
 
 FLAGS = ("model", "output", "format", "quantization", "int8_io", "dataset",
-         "num_calibration", "verify", "overwrite")
+         "num_calibration", "verify", "min_agreement", "overwrite")
 
 
 def run_app(*args, timeout=300):
@@ -72,6 +72,10 @@ def test_help_lists_and_explains_every_flag():
     (["--output=/does/not/exist/m.tflite"], "--output"),
     (["--int8_io"], "int8_io"),
     (["--format=saved_model", "--quantization=int8"], "saved_model"),
+    (["--min_agreement=1.5"], "--min_agreement"),
+    (["--min_agreement=-0.1"], "--min_agreement"),
+    (["--noverify", "--min_agreement=0.9"], "--min_agreement"),
+    (["--format=saved_model", "--min_agreement=0.9"], "--min_agreement"),
 ])
 def test_bad_flag_exits_nonzero_with_one_line(student, args, flag):
     directory, model_path, _ = student
@@ -130,7 +134,9 @@ def test_int8_calibration_from_a_sampler(student, source):
     output = directory / f"student_int8_{source}.tflite"
     result = run_app(f"--model={model_path}", f"--output={output}", "--quantization=int8",
                      f"--dataset={data_path}", "--num_calibration=32",
-                     f"--calibration_source={source}")
+                     f"--calibration_source={source}",
+                     # 48 near-tied random-model samples: a miss or two is 2-4 points.
+                     "--min_agreement=0.9")
     assert result.returncode == 0, result.stderr[-2000:]
     assert output.read_bytes()[4:8] == b"TFL3"
     assert "agreement" in result.stdout
@@ -145,3 +151,35 @@ def test_cutmix_calibration_on_flat_inputs_is_a_clear_error(student):
     errors = error_lines(result)
     assert len(errors) == 1 and "CutMix" in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr and not output.exists()
+
+
+def test_failed_verification_exits_nonzero_and_keeps_no_file_at_output(student):
+    """int8 calibrated on inputs 30x larger than the test inputs: agreement far below 97%."""
+    directory, model_path, _ = student
+    rng = np.random.default_rng(1)
+    data_path = str(directory / "miscalibrating.npz")
+    np.savez(data_path, x_train=30 * rng.normal(size=(64, 40)).astype("float32"),
+             x_test=rng.normal(size=(48, 40)).astype("float32"),
+             y_test=rng.integers(0, 10, size=48))
+    output = directory / "bad_int8.tflite"
+    args = [f"--model={model_path}", f"--output={output}", "--quantization=int8",
+            f"--dataset={data_path}", "--num_calibration=64"]
+    result = run_app(*args)
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr[-3000:]
+    line = lines[0]
+    assert line.startswith("error: TFLite export (int8) failed verification")
+    assert "97.00%" in line and "--min_agreement" in line, line
+    measured = float(line.split("Keras model ")[1].split("%")[0])
+    assert measured < 97.0
+    assert "Traceback" not in result.stderr
+    assert not output.exists()
+    failed = directory / "bad_int8.failed.tflite"
+    assert failed.read_bytes()[4:8] == b"TFL3" and str(failed) in line
+
+    # The same export with the check disabled is written and reports the agreement.
+    passed = run_app(*args, "--min_agreement=0")
+    assert passed.returncode == 0, passed.stderr[-2000:]
+    assert output.read_bytes()[4:8] == b"TFL3"
+    assert f"{measured:.2f}% top-1" in passed.stdout

@@ -230,3 +230,77 @@ def test_representative_data_forms():
         batches_of(np.zeros((0, 40)), (40,))
     with pytest.raises(TypeError, match="representative_data"):
         batches_of(3.0, (40,))
+
+
+def test_default_thresholds_are_recorded(exports):
+    for quantization, report in exports.items():
+        name = tflite_module.normalize_quantization(quantization)
+        assert report.min_agreement == export.DEFAULT_MIN_AGREEMENT[name]
+        assert report.top1_agreement >= report.min_agreement
+        assert "required: " in str(report)
+    assert export.DEFAULT_MIN_AGREEMENT == {
+        "float32": 0.999, "float16": 0.99, "dynamic": 0.99, "int8": 0.97}
+
+
+def _badly_calibrated(tiny_model, random_data, path, **kwargs):
+    """An int8 export calibrated on inputs 30x too large: its agreement falls to ~70%."""
+    x_cal, x_test, y_test = random_data
+    return export.tflite(tiny_model, path, "int8", representative_data=30 * x_cal,
+                         verify_data=x_test, verify_labels=y_test, **kwargs)
+
+
+def test_verification_failure_raises_and_keeps_the_file_aside(tiny_model, random_data,
+                                                              tmp_path):
+    path = tmp_path / "student.tflite"
+    with pytest.raises(export.VerificationError) as info:
+        _badly_calibrated(tiny_model, random_data, path)
+    error = info.value
+    assert isinstance(error, ValueError)
+    message = str(error)
+    assert "\n" not in message
+    agreement = error.report.top1_agreement
+    assert agreement < 0.97
+    assert f"{100 * agreement:.2f}%" in message and "97.00%" in message
+    assert "min_agreement=" in message and "--min_agreement" in message
+    # Nothing under the final name; the failed file beside it, a real flatbuffer.
+    assert not path.exists()
+    failed = tmp_path / "student.failed.tflite"
+    assert error.failed_path == str(failed) == export.failed_path(path)
+    assert str(failed) in message
+    assert failed.read_bytes()[4:8] == b"TFL3"
+    assert sorted(os.listdir(tmp_path)) == ["student.failed.tflite"]
+    # The report describes the kept file.
+    again = export.verify_tflite(failed, tiny_model, random_data[1], num_latency_samples=0)
+    assert again.top1_agreement == agreement
+
+    # With overwrite=True, an earlier good file is left as it was.
+    path.write_bytes(b"earlier export")
+    with pytest.raises(export.VerificationError):
+        _badly_calibrated(tiny_model, random_data, path, overwrite=True)
+    assert path.read_bytes() == b"earlier export"
+    assert sorted(os.listdir(tmp_path)) == ["student.failed.tflite", "student.tflite"]
+
+
+def test_min_agreement_zero_disables_and_a_lower_one_passes(tiny_model, random_data, tmp_path):
+    report = _badly_calibrated(tiny_model, random_data, tmp_path / "off.tflite", min_agreement=0)
+    assert report.top1_agreement < 0.97 and report.min_agreement == 0
+    assert (tmp_path / "off.tflite").read_bytes()[4:8] == b"TFL3"
+    assert report.path == str(tmp_path / "off.tflite")
+    low = report.top1_agreement - 0.05
+    report = _badly_calibrated(tiny_model, random_data, tmp_path / "low.tflite", min_agreement=low)
+    assert report.min_agreement == low and os.path.isfile(report.path)
+    with pytest.raises(export.VerificationError):
+        _badly_calibrated(tiny_model, random_data, tmp_path / "high.tflite",
+                          min_agreement=report.top1_agreement + 0.01)
+    assert not (tmp_path / "high.tflite").exists()
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, "0.9", True, float("nan")])
+def test_bad_min_agreement_is_refused_before_conversion(tiny_model, random_data, tmp_path,
+                                                        monkeypatch, bad):
+    monkeypatch.setattr(tflite_module, "convert", lambda *a, **k: pytest.fail("converted"))
+    with pytest.raises(ValueError, match="min_agreement") as info:
+        export.tflite(tiny_model, tmp_path / "m.tflite", verify_data=random_data[1],
+                      min_agreement=bad)
+    assert "--min_agreement" in str(info.value)
+    assert os.listdir(tmp_path) == []

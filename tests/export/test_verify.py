@@ -49,7 +49,7 @@ def test_report_str_and_dict(float_export, tiny_model, random_data):
     assert set(as_dict) == {
         "path", "quantization", "size_bytes", "int8_io", "num_samples",
         "top1_agreement", "max_abs_error", "accuracy", "keras_accuracy",
-        "latency_ms"}
+        "latency_ms", "min_agreement"}
     assert as_dict["size_bytes"] == report.size_bytes
     unverified = verify.ExportReport(path="/x.tflite", quantization="int8",
                                      size_bytes=2048)
