@@ -827,11 +827,15 @@ def _check_compatible(teacher, student):
             ta, sb = tuple(a.shape[1:]), tuple(b.shape[1:])
             if not shapes_compatible(ta, sb):
                 what = "outputs (classes)" if kind == "outputs" else "inputs"
+                hint = ""
+                if kind == "inputs" and len(ta) == 3 and len(sb) == 3 and ta[-1] == sb[-1]:
+                    hint = (" For a teacher trained at another image size, resize for it: "
+                            f"teacher = kdtf.models.resize_inputs(teacher, {sb}).")
                 raise ValueError(
                     f"teacher and student have incompatible {what}: teacher "
                     f"{kind[:-1]} shape {ta}, student {kind[:-1]} shape {sb} "
                     "(batch dimension left out). A student distilled from this "
-                    f"teacher must take and return tensors of the same shapes."
+                    f"teacher must take and return tensors of the same shapes.{hint}"
                 )
 
 

@@ -181,3 +181,49 @@ __all__ = [
     "get",
     "stage_endpoints",
 ]
+
+
+def resize_inputs(model, input_shape, interpolation="bilinear", name=None):
+    """`model` behind a resizing step, taking inputs of another size.
+
+    A teacher trained at one resolution can then teach a student that sees
+    another: `Distiller(resize_inputs(teacher, (32, 32, 3)), student)` runs
+    the student on the batch as it is and the teacher on the same batch
+    resized to the teacher's own input size, inside the train step. The
+    returned model shares `model`'s layers and weights.
+
+    Args:
+        model: a built `keras.Model` with one image input `(H, W, C)`.
+        input_shape: the shape `(h, w, C)` the returned model takes (the
+            student's input shape).
+        interpolation: a `keras.layers.Resizing` interpolation. Defaults to
+            "bilinear".
+        name: name of the returned model; defaults to `<model.name>_resized`.
+
+    Returns:
+        A functional `keras.Model` from `input_shape` to `model`'s outputs.
+
+    Example:
+
+    >>> teacher = keras.applications.ResNet50(input_shape=(64, 64, 3), weights=None,
+    ...                                       classes=10, classifier_activation=None)
+    >>> kdtf.models.resize_inputs(teacher, (32, 32, 3)).input_shape
+    (None, 32, 32, 3)
+    """
+    inputs = known_inputs(model)
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise ValueError(
+            f"resize_inputs needs a model with one image input (H, W, C); {model.name!r} has "
+            f"inputs {[tuple(i.shape) for i in inputs]}."
+        )
+    height, width, channels = inputs[0].shape[1:]
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != channels:
+        raise ValueError(
+            f"input_shape must be (height, width, {channels}) for {model.name!r}; got "
+            f"{input_shape}."
+        )
+    x = keras.Input(input_shape, dtype=inputs[0].dtype)
+    resized = keras.layers.Resizing(height, width, interpolation=interpolation,
+                                    name=f"{model.name}_resize")(x)
+    return keras.Model(x, model(resized), name=name or f"{model.name}_resized")
