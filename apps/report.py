@@ -5,7 +5,7 @@ students from its workdir, and writes one self-contained page (figures
 embedded, and also written as PNGs beside it):
 
     python apps/distill.py --method=kd
-    python apps/report.py --results=runs/results/kd_mnist1d_mlp_s0.json --output=runs/report
+    python apps/report.py --results=runs/kd_mnist1d_mlp_<fingerprint>/results.json
     chromium runs/report/report.html
 """
 import os
@@ -19,15 +19,15 @@ from kdtf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("results", None,
-                    "Results JSON of a run of apps/distill.py "
-                    "(<workdir>/results/<method>_<student>_s<seed>.json). Its config names the "
-                    "teacher and students, which are loaded from <workdir>/teachers/ and "
-                    "<workdir>/students/ (the workdir as recorded, or the folder above the "
-                    "results file's).")
+                    "Results JSON of a run of apps/distill.py (results.json in the run directory "
+                    "it prints, <workdir>/<method>_<student>_<fingerprint>/). It names the teacher "
+                    "and student files, which are loaded from where they were saved (or, for a "
+                    "moved workdir, from beside the results file).")
 flags.DEFINE_string("output", "",
                     "Directory to write report.html, figures/*.png, tflite/*.tflite and "
-                    "report.json to (created; files of an earlier report are replaced). "
-                    "Default: <workdir>/reports/<results file name without .json>.")
+                    "report.json to (created). Default: report/ inside the run directory. An "
+                    "earlier report there is an error unless --overwrite.")
+flags.DEFINE_bool("overwrite", False, "Replace the files of an earlier report in --output.")
 flags.DEFINE_enum("split", "test", ("test", "val"), "Which split every model is evaluated on.")
 flags.DEFINE_integer("num_bins", 15, "Confidence bins of the reliability diagrams and ECE.",
                      lower_bound=1, upper_bound=100)
@@ -51,11 +51,10 @@ def main(argv):
     from kdtf import experiment
     from kdtf.report import build
 
-    output = FLAGS.output
-    if not output:
-        stem = os.path.splitext(os.path.basename(FLAGS.results))[0]
-        output = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(FLAGS.results))),
-                              "reports", stem)
+    output = FLAGS.output or os.path.join(os.path.dirname(os.path.abspath(FLAGS.results)), "report")
+    if not FLAGS.overwrite and os.path.exists(os.path.join(output, build.REPORT_FILE)):
+        raise FileExistsError(f"output: {output!r} already holds a report; pass --overwrite to "
+                              "replace it, or choose another --output.")
     path = build.build_report(
         FLAGS.results, output, split=FLAGS.split, num_bins=FLAGS.num_bins, tflite=FLAGS.tflite,
         quantization=FLAGS.quantization, embed_images=FLAGS.embed_images,

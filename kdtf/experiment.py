@@ -9,11 +9,31 @@ cfg = kdtf.experiment.RunConfig(method="dist", epochs=30)
 result = kdtf.experiment.run(cfg)
 print(result["students"]["dist"]["accuracy"])
 ```
+
+Nothing a run writes replaces an earlier run's files. Each run writes into its
+own directory, named by a fingerprint of its settings and of its data
+(`run_directory`):
+
+    <workdir>/<method>_<student>_<fingerprint>/
+        run.json              settings and the data / model fingerprints
+        results.json          the `run` result (written last)
+        students/<m>.keras    every trained student (+ <m>.history.json)
+        student.tflite        the export (export="auto")
+        student_<m>/          TensorBoard logs and the resumable backup
+    <workdir>/teachers/<dataset>_<teacher>_e<E>_s<seed>_<fingerprint>.keras
+        a trained zoo teacher, with a .json beside it holding the teacher
+        settings and data fingerprint it was trained with
+
+Rerunning the same settings on the same data resumes an unfinished run
+(backups, finished students) and refuses a finished one unless
+`overwrite=True` (`--overwrite`).
 """
 import dataclasses
 import hashlib
 import json
 import os
+import re
+import shutil
 import sys
 import time
 
@@ -30,6 +50,13 @@ from kdtf.distiller import Distiller
 # Methods that `distill` knows; "none" trains the student on labels only (ERM).
 METHODS = ("none", "kd", "dist", "extracurricular", "fitnets", "sskd")
 SAMPLERS = ("mixup", "cutmix", "noise", "gmm", "uniform")
+# `RunConfig.export` value meaning "student.tflite inside the run directory".
+AUTO_EXPORT = "auto"
+EXPORT_FILE = "student.tflite"
+RESULTS_FILE = "results.json"
+RUN_FILE = "run.json"
+# How errors name the overwrite setting: the app flag and the Python field.
+OVERWRITE_HINT = "pass --overwrite (RunConfig(overwrite=True)) to replace it"
 
 
 @dataclasses.dataclass
@@ -38,10 +65,19 @@ class RunConfig:
 
     Attributes:
         method: one of `METHODS`.
-        dataset: a `kdtf.data.load` name.
+        dataset: a `kdtf.data.load` name: "mnist1d", "mnist",
+            "tfds:<name>", "npz:<path>" or "dir:<path>" (an image folder).
+        image_size: "H,W" the images of a "dir:" dataset are resized to;
+            "" for the size of the first image.
+        data_dir: where TensorFlow Datasets data (and the mnist1d / mnist
+            caches) live; "" for the defaults.
         teacher: a `kdtf.models` name (trained here, or reused from
-            `workdir`) or a path to a trained `.keras` teacher.
-        student: a `kdtf.models` name.
+            `workdir/teachers` when its settings and data match) or a path
+            to a trained `.keras` teacher.
+        student: a `kdtf.models` name, or a path to a `.keras` model (your
+            own, untrained or pre-initialised; loaded in safe mode). Every
+            student of the run (the ERM comparison and the distilled one)
+            is loaded afresh from that file, so all start from its weights.
         epochs: student training epochs.
         teacher_epochs: epochs when the teacher has to be trained.
         batch_size: global batch size.
@@ -51,10 +87,18 @@ class RunConfig:
         student_loss_weight: weight of the task loss; distillation gets 1 - w.
         label_fraction: share of training labels used (stratified), in (0, 1].
         seed: seed of initialisation, data order and sampling.
-        workdir: where teachers, checkpoints, TensorBoard logs and results go.
+        workdir: where teachers and run directories go.
+        overwrite: replace the files of a finished run with the same
+            settings and data, an existing `export` file, or a cached
+            teacher whose settings record does not match. Without it they
+            are errors raised before any training.
         compare_erm: also train an ERM student (method "none") to compare.
-        export: path of a TFLite file to export the distilled student to, or
-            "" for none.
+        export: "auto" (`student.tflite` in the run directory), a path of a
+            TFLite file to export the distilled student to, or "" for none.
+        min_agreement: the export's least top-1 agreement with the Keras
+            student on the test split; None for the per-format default of
+            `kdtf.export.tflite`. Below it the run fails (no file under
+            the export's name).
         quantization: TFLite quantization (None, "dynamic", "float16", "int8").
         verbose: Keras progress (0 silent, 1 bar, 2 a line per epoch).
         sampler: synthetic-input sampler of "extracurricular" (`SAMPLERS`).
@@ -81,6 +125,8 @@ class RunConfig:
 
     method: str = "kd"
     dataset: str = "mnist1d"
+    image_size: str = ""
+    data_dir: str = ""
     teacher: str = "mnist1d_cnn"
     student: str = "mnist1d_mlp"
     epochs: int = 60
@@ -93,8 +139,10 @@ class RunConfig:
     label_fraction: float = 1.0
     seed: int = 0
     workdir: str = "runs"
+    overwrite: bool = False
     compare_erm: bool = True
-    export: str = ""
+    export: str = AUTO_EXPORT
+    min_agreement: float = None
     quantization: str = None
     verbose: int = 2
     sampler: str = "mixup"
@@ -110,12 +158,18 @@ class RunConfig:
     def validate(self):
         """Raises ValueError naming the first bad setting."""
         _check_choice("method", self.method, METHODS)
-        _check_choice("dataset", self.dataset, data_lib.available(), prefixes=("tfds:", "npz:"))
-        if not os.path.exists(self.teacher):
-            if self.teacher.endswith(".keras"):
-                raise FileNotFoundError(f"teacher: no such file {self.teacher!r}.")
-            _check_choice("teacher", self.teacher, models_lib.available())
-        _check_choice("student", self.student, models_lib.available())
+        _check_choice("dataset", self.dataset, data_lib.available(),
+                      prefixes=("tfds:", "npz:", "dir:"))
+        if self.image_size:
+            from kdtf.data import datasets
+
+            datasets._image_size(self.image_size)
+        for role in ("teacher", "student"):
+            value = getattr(self, role)
+            if not _is_model_file(value):
+                _check_choice(role, value, models_lib.available(), extra="or a path to a .keras file")
+            elif not os.path.isfile(value):
+                raise FileNotFoundError(f"{role}: no such file {value!r}.")
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
@@ -139,13 +193,20 @@ class RunConfig:
         if int(self.stage_epochs) < 1:
             raise ValueError(f"stage_epochs must be >= 1; got {self.stage_epochs}.")
         parse_stages(self.stages)
-        if self.export:
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
+            raise ValueError(f"min_agreement must be in [0, 1]; got {self.min_agreement}.")
+        if self.export and self.export != AUTO_EXPORT:
             # Checked now: the export is written only after all the training.
             parent = os.path.dirname(os.path.abspath(self.export))
             if not os.path.isdir(parent) and parent != os.path.abspath(self.workdir):
                 raise FileNotFoundError(
                     f"export: the directory of {self.export!r} does not exist ({parent}); "
                     "create it, or export into --workdir."
+                )
+            if os.path.lexists(self.export) and not self.overwrite:
+                raise FileExistsError(
+                    f"export: {self.export!r} already exists; {OVERWRITE_HINT}, or choose "
+                    f"another --export (default {AUTO_EXPORT!r}: {EXPORT_FILE} in the run directory)."
                 )
         from kdtf import distribute
 
@@ -225,11 +286,18 @@ def check_stages(teacher, student, stages):
     return t_names, s_names
 
 
-def _check_choice(name, value, valid, prefixes=()):
+def _check_choice(name, value, valid, prefixes=(), extra=""):
     if value in valid or any(str(value).startswith(p) for p in prefixes):
         return
-    extra = f" or a name starting with {', '.join(prefixes)}" if prefixes else ""
+    if prefixes:
+        extra = f"or a name starting with {', '.join(prefixes)}"
+    extra = f" {extra}" if extra else ""
     raise ValueError(f"{name}: unknown value {value!r}; valid values: {', '.join(valid)}{extra}.")
+
+
+def _is_model_file(value):
+    """Whether a teacher / student setting names a file rather than a zoo model."""
+    return str(value).endswith(".keras") or os.path.exists(str(value))
 
 
 # --------------------------------------------------------------------- pieces
@@ -239,7 +307,8 @@ def load_data(cfg):
     The teacher learns from `full`; students see `cfg.label_fraction` of the
     training labels (a stratified subset; the other inputs are unused).
     """
-    full = data_lib.load(cfg.dataset, seed=0)
+    full = data_lib.load(cfg.dataset, seed=0, data_dir=cfg.data_dir or None,
+                         image_size=cfg.image_size or None)
     if cfg.label_fraction < 1:
         return full, full.label_budget(cfg.label_fraction, seed=cfg.seed)
     return full, full
@@ -266,19 +335,89 @@ def seed_everything(cfg):
         tf.config.experimental.enable_op_determinism()
 
 
-def fingerprint(cfg, **overrides):
-    """A short hash of the settings that determine a training run's result.
+# Settings that never change what a run computes (display, places, devices).
+_NOT_FINGERPRINTED = ("verbose", "export", "workdir", "deterministic", "strategy", "overwrite",
+                      "min_agreement", "data_dir")
 
-    Display, output and comparison settings (verbose, export, quantization,
-    compare_erm, workdir) are left out, so changing them keeps a backup
-    valid; anything else gives another run directory.
+
+def _hash(obj, n=10):
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def file_fingerprint(path):
+    """A short hash of a file's bytes (a user's `.keras` teacher or student)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def data_fingerprint(splits):
+    """`splits.fingerprint()`, computed once per `Splits` object."""
+    fp = getattr(splits, "_kdtf_fingerprint", None)
+    if fp is None:
+        fp = splits.fingerprint()
+        splits._kdtf_fingerprint = fp
+    return fp
+
+
+def fingerprint(cfg, **overrides):
+    """A short hash of the settings that determine a training's result.
+
+    Display, output, device and comparison settings (verbose, export,
+    quantization, compare_erm, workdir, strategy, ...) are left out, so
+    changing them keeps a backup valid. Pass the data's fingerprint (and
+    anything else that matters) as `overrides`.
     """
     settings = {**dataclasses.asdict(cfg), **overrides}
-    for key in ("verbose", "export", "quantization", "compare_erm", "workdir", "deterministic",
-                "strategy"):
+    for key in _NOT_FINGERPRINTED + ("quantization", "compare_erm"):
         settings.pop(key, None)
-    blob = json.dumps(settings, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:10]
+    return _hash(settings)
+
+
+def run_settings(cfg, full):
+    """What names a run directory: the settings, the data and model files.
+
+    Args:
+        cfg: the `RunConfig`.
+        full: the loaded `Splits` of `cfg.dataset` (before `label_fraction`).
+
+    Returns:
+        A JSON-able dict; `run_directory` hashes it.
+    """
+    settings = dataclasses.asdict(cfg)
+    for key in _NOT_FINGERPRINTED:
+        settings.pop(key, None)
+    settings["data_fingerprint"] = data_fingerprint(full)
+    for role in ("teacher", "student"):
+        if _is_model_file(settings[role]):
+            settings[f"{role}_file_fingerprint"] = file_fingerprint(settings[role])
+    return settings
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "model"
+
+
+def run_directory(cfg, full):
+    """`<workdir>/<method>_<student>_<fingerprint>`: where a run writes.
+
+    The fingerprint covers every setting that changes what the run computes
+    (not `verbose`, `export`, `workdir`, `strategy`, `overwrite`, ...), the
+    data's bytes, and the bytes of a teacher or student given as a file.
+
+    Example:
+
+    >>> full, _ = load_data(cfg)
+    >>> run_directory(cfg, full)
+    'runs/kd_mnist1d_mlp_3f2a9c01de'
+    """
+    student = cfg.student
+    if _is_model_file(student):
+        student = os.path.splitext(os.path.basename(student))[0]
+    return os.path.join(cfg.workdir, f"{cfg.method}_{_slug(student)}_{_hash(run_settings(cfg, full))}")
 
 
 # TensorBoard gets every logged loss term and the learning rate every this many steps.
@@ -294,12 +433,19 @@ def _tensorboard(log_dir, per_model=False):
     ]
 
 
-def _callbacks(cfg, run_name, fp):
-    """TensorBoard logs and an atomic per-epoch backup (resumes after a crash)."""
+def _callbacks(cfg, run_name, fp, run_dir=None):
+    """TensorBoard logs and an atomic per-epoch backup (resumes after a crash).
+
+    They go to `<run_dir>/<run_name>`, or without `run_dir` to
+    `<workdir>/<run_name>_<fp>`.
+    """
     from kdtf import distribute
 
     # Other workers than the chief keep their logs and backups to themselves.
-    run_dir = os.path.join(distribute.worker_dir(cfg.workdir), f"{run_name}_{fp}")
+    if run_dir is None:
+        run_dir = os.path.join(distribute.worker_dir(cfg.workdir), f"{run_name}_{fp}")
+    else:
+        run_dir = os.path.join(_own_path(cfg, run_dir), run_name)
     return [
         *_tensorboard(os.path.join(run_dir, "tensorboard")),
         callbacks_lib.BackupAndRestore(os.path.join(run_dir, "backup"), fingerprint=fp),
@@ -308,6 +454,8 @@ def _callbacks(cfg, run_name, fp):
 
 
 def _build_model(name, splits, seed):
+    if _is_model_file(name):  # the user's own model: the same start every time
+        return load_model(name, "student", compile=False)
     keras.utils.set_random_seed(seed)
     return models_lib.get(name, input_shape=splits.input_shape, num_classes=splits.num_classes)
 
@@ -323,17 +471,60 @@ def _datasets(cfg, splits, seed):
     return train, val
 
 
-def teacher_path(cfg):
-    """Where the teacher of `cfg` is cached (or `cfg.teacher` if it is a file)."""
-    if os.path.exists(cfg.teacher) or cfg.teacher.endswith(".keras"):
+def teacher_settings(cfg, full):
+    """What a trained zoo teacher depends on: its settings and the data's bytes."""
+    return {
+        "teacher": cfg.teacher, "dataset": cfg.dataset, "image_size": cfg.image_size,
+        "data_fingerprint": data_fingerprint(full), "teacher_epochs": cfg.teacher_epochs,
+        "seed": cfg.seed, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+        "weight_decay": cfg.weight_decay,
+    }
+
+
+def teacher_path(cfg, full=None):
+    """Where the teacher of `cfg` is cached (or `cfg.teacher` if it is a file).
+
+    A zoo teacher is cached as
+    `<workdir>/teachers/<dataset>_<teacher>_e<epochs>_s<seed>_<fingerprint>.keras`,
+    the fingerprint covering `teacher_settings` (the data's bytes included);
+    `teacher_record_path` of it holds those settings.
+
+    Args:
+        cfg: the `RunConfig`.
+        full: the loaded data (`load_data(cfg)[0]`); loaded here if None.
+    """
+    if _is_model_file(cfg.teacher):
         return cfg.teacher
-    name = f"{cfg.dataset.replace(':', '_').replace('/', '_')}_{cfg.teacher}_e{cfg.teacher_epochs}_s{cfg.seed}"
+    if full is None:
+        full = load_data(cfg)[0]
+    name = (f"{_slug(cfg.dataset)}_{cfg.teacher}_e{cfg.teacher_epochs}_s{cfg.seed}_"
+            f"{_hash(teacher_settings(cfg, full))}")
     return os.path.join(cfg.workdir, "teachers", name + ".keras")
 
 
+def teacher_record_path(path):
+    """The settings record kept beside a trained teacher `path` (.json)."""
+    return os.path.splitext(path)[0] + ".json"
+
+
+def _read_record(path):
+    try:
+        with open(teacher_record_path(path)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def train_teacher(cfg, splits, path=None):
-    """Trains `cfg.teacher` on `splits` and saves it atomically to `path`."""
-    path = path or teacher_path(cfg)
+    """Trains `cfg.teacher` on `splits` and saves it atomically to `path`.
+
+    The settings it was trained with (`teacher_settings`) are written beside
+    it (`teacher_record_path`). An existing `path` is an error raised before
+    training unless `cfg.overwrite`.
+    """
+    path = path or teacher_path(cfg, splits)
+    if os.path.lexists(path) and not cfg.overwrite:
+        raise FileExistsError(f"teacher: {path!r} already exists; {OVERWRITE_HINT}.")
     from kdtf import distribute
 
     teacher = distribute.enable_multi_worker(_build_model(cfg.teacher, splits, cfg.seed))
@@ -344,27 +535,75 @@ def train_teacher(cfg, splits, path=None):
         metrics=["accuracy"],
     )
     _log(cfg, f"training teacher {cfg.teacher} on {cfg.dataset} for {cfg.teacher_epochs} epochs")
+    began = time.time()
     teacher.fit(
         train, validation_data=val, epochs=cfg.teacher_epochs, verbose=cfg.verbose, shuffle=False,
         callbacks=_callbacks(cfg, f"teacher_{os.path.basename(path)[:-6]}",
-                             fingerprint(cfg, role="teacher", path=os.path.abspath(path))),
+                             fingerprint(cfg, role="teacher", path=os.path.abspath(path),
+                                         data=data_fingerprint(splits))),
     )
-    save_model_atomic(teacher, _own_path(cfg, path))
+    save_model_atomic(teacher, _own_path(cfg, path), overwrite=cfg.overwrite)
+    _write_json(_own_path(cfg, teacher_record_path(path)), teacher_settings(cfg, splits))
+    _log(cfg, f"teacher saved: {path} ({time.time() - began:.0f} s)")
     return teacher
 
 
 def load_or_train_teacher(cfg, splits):
-    """Returns the teacher: loaded from its file, or trained and cached."""
-    path = teacher_path(cfg)
-    if os.path.exists(path):
+    """Returns the teacher: loaded from its file, or trained and cached.
+
+    A cached zoo teacher is reused only when the settings record beside it
+    matches `teacher_settings(cfg, splits)` (the data's bytes included); a
+    missing or other record is an error unless `cfg.overwrite`, which
+    retrains it. A teacher given as a file with a record (written by
+    `apps/train_teacher.py`) must have been trained on the same data.
+    """
+    path, reason = _reusable_teacher(cfg, splits)
+    _raise_unless_retrainable(cfg, reason)
+    if reason is None and os.path.exists(path):
         _log(cfg, f"reusing teacher {path}")
         return load_model(path, "teacher")
-    if os.path.exists(cfg.teacher) or cfg.teacher.endswith(".keras"):
-        raise FileNotFoundError(f"teacher: no such file {cfg.teacher!r}.")
     return train_teacher(cfg, splits, path)
 
 
-def load_model(path, arg="model"):
+def _raise_unless_retrainable(cfg, reason):
+    """Raises the one-line error `reason`, unless `cfg.overwrite` retrains."""
+    if reason is None:
+        return
+    if _is_model_file(cfg.teacher):
+        raise ValueError(f"{reason}.")
+    if not cfg.overwrite:
+        raise ValueError(f"{reason}; {OVERWRITE_HINT} (the teacher is retrained).")
+
+
+def _reusable_teacher(cfg, splits):
+    """`(path, None)` when the teacher at `path` may be used (or trained), else
+    `(path, why not)`."""
+    path = teacher_path(cfg, splits)
+    if _is_model_file(cfg.teacher):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"teacher: no such file {cfg.teacher!r}.")
+        record = _read_record(path)
+        if record and record.get("data_fingerprint") not in (None, data_fingerprint(splits)):
+            return path, (
+                f"teacher: {path!r} was trained on other data than --dataset={cfg.dataset} "
+                f"(data fingerprint {record['data_fingerprint']} in "
+                f"{teacher_record_path(path)!r}, this data {data_fingerprint(splits)}); train "
+                "it again on this data or pass the dataset it was trained on"
+            )
+        return path, None
+    if not os.path.exists(path):
+        return path, None
+    record, expected = _read_record(path), teacher_settings(cfg, splits)
+    if record != expected:
+        what = "no settings record" if record is None else "a settings record that does not match"
+        return path, (
+            f"teacher: the cached {path!r} has {what} ({teacher_record_path(path)!r}), so it "
+            "may come from other data or settings"
+        )
+    return path, None
+
+
+def load_model(path, arg="model", compile=True):
     """Loads a `.keras` file in safe mode, with errors that name `arg`."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{arg}: no such file {path!r}.")
@@ -372,7 +611,7 @@ def load_model(path, arg="model"):
 
     kdtf.register_all()
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except Exception as e:  # corrupted, truncated or unsafe files
         raise ValueError(f"{arg}: could not load {path!r} as a .keras model: {e}") from e
 
@@ -451,15 +690,17 @@ def make_distiller(cfg, teacher, student, method, x_train=None, sampler=None):
     )
 
 
-def train_student(cfg, splits, teacher, method, sampler=None):
+def train_student(cfg, splits, teacher, method, sampler=None, run_dir=None):
     """Trains a fresh `cfg.student` with `method`; returns (student, history).
 
     `sampler` replaces `cfg.sampler` for "extracurricular" (e.g. a fitted
-    `kdtf.samplers.Pool` of unlabelled inputs).
+    `kdtf.samplers.Pool` of unlabelled inputs). Logs and backups go to
+    `<run_dir>/student_<method>/` (by default to a directory of `workdir`
+    named by the settings and data).
     """
     student = _build_model(cfg.student, splits, cfg.seed + 1)
     if method == "sskd":
-        return student, _train_sskd(cfg, splits, teacher, student)
+        return student, _train_sskd(cfg, splits, teacher, student, run_dir)
     train, val = _datasets(cfg, splits, cfg.seed)
     if method == "none":
         from kdtf import distribute
@@ -473,16 +714,17 @@ def train_student(cfg, splits, teacher, method, sampler=None):
         metrics=["accuracy"],
     )
     _log(cfg, f"training student {cfg.student} with method={method} for {cfg.epochs} epochs")
+    fp = fingerprint(cfg, method=method, data=data_fingerprint(splits),
+                     sampler_object=sampler.get_config() if sampler else None)
+    name = f"student_{method}" if run_dir else f"student_{method}_{_slug(cfg.student)}_s{cfg.seed}"
     history = model.fit(
         train, validation_data=val, epochs=cfg.epochs, verbose=cfg.verbose, shuffle=False,
-        callbacks=_callbacks(cfg, f"student_{method}_{cfg.student}_s{cfg.seed}",
-                             fingerprint(cfg, method=method,
-                                         sampler_object=sampler.get_config() if sampler else None)),
+        callbacks=_callbacks(cfg, name, fp, run_dir),
     )
     return student, history.history
 
 
-def _train_sskd(cfg, splits, teacher, student):
+def _train_sskd(cfg, splits, teacher, student, run_dir=None):
     """SSKD: `cfg.stage_epochs` per backbone stage, then `cfg.epochs` of head.
 
     The backbone phases see every training input (labelled or not); the head
@@ -493,7 +735,12 @@ def _train_sskd(cfg, splits, teacher, student):
 
     stages = parse_stages(cfg.stages)
     check_stages(teacher, student, stages)
-    run_dir = os.path.join(cfg.workdir, f"student_sskd_{cfg.student}_s{cfg.seed}")
+    if run_dir is None:
+        fp = fingerprint(cfg, method="sskd", data=data_fingerprint(splits))
+        run_dir = os.path.join(cfg.workdir, f"student_sskd_{_slug(cfg.student)}_s{cfg.seed}_{fp}")
+    else:
+        run_dir = os.path.join(run_dir, "student_sskd")
+    run_dir = _own_path(cfg, run_dir)
     _log(cfg, f"training student {cfg.student} with SSKD: {cfg.stage_epochs} epochs per "
               f"backbone stage, then {cfg.epochs} head epochs")
     _, histories = stagewise.run_sskd(
@@ -512,26 +759,127 @@ def _train_sskd(cfg, splits, teacher, student):
 def evaluate(model, splits, teacher=None, split="test"):
     """Accuracy, ECE and (given a teacher) agreement and KL on a split."""
     x, y = getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}")
-    logits = model.predict(x, batch_size=512, verbose=0)
+    from kdtf import heads  # a softmax output is read as log-probabilities
+
+    logits = heads.as_logits(model, model.predict(x, batch_size=512, verbose=0))
     out = {
         "accuracy": float(metrics_lib.accuracy(y, logits)),
         "ece": float(metrics_lib.expected_calibration_error(y, logits)),
         "params": int(model.count_params()),
     }
     if teacher is not None:
-        t_logits = teacher.predict(x, batch_size=512, verbose=0)
+        t_logits = heads.as_logits(teacher, teacher.predict(x, batch_size=512, verbose=0))
         out["agreement"] = float(metrics_lib.agreement(t_logits, logits))
         out["kl_to_teacher"] = float(metrics_lib.kl_to_teacher(t_logits, logits))
     return out
 
 
+def check_models(cfg, teacher, student, splits):
+    """Raises ValueError naming the setting when `teacher`, `student`, the data
+    and `cfg.method` (with `cfg.stages`, `cfg.sampler`) do not fit together.
+
+    Builds the method's distiller on the given (possibly untrained) models,
+    so that every shape the training would meet is checked in a second,
+    before any training.
+
+    Args:
+        cfg: the `RunConfig`.
+        teacher: the teacher, or an untrained model of its architecture.
+        student: a student of `cfg.student`'s architecture (not trained
+            afterwards: the distiller built here may change it).
+        splits: the data.
+    """
+    for role, model in (("teacher", teacher), ("student", student)):
+        _check_model_fits_data(cfg, role, model, splits)
+    method = cfg.method
+    if method == "none":
+        return
+    try:
+        if method == "sskd":
+            from kdtf import stagewise
+
+            check_stages(teacher, student, parse_stages(cfg.stages))
+            stagewise.StagewiseDistiller(teacher, student, stages=parse_stages(cfg.stages))
+        elif method == "fitnets":
+            make_distiller(cfg, teacher, student, method)
+        else:
+            from kdtf import samplers
+
+            sampler = samplers.get(cfg.sampler, seed=cfg.seed) if method == "extracurricular" else None
+            make_distiller(cfg, teacher, student, method, sampler=sampler)
+    except ValueError as e:
+        message = str(e)
+        if method in ("fitnets", "sskd"):
+            if message.startswith("stages:"):
+                raise
+            raise ValueError(
+                f"stages: --method={method} cannot use the stages of teacher {teacher.name!r} and "
+                f"student {student.name!r}: {message} Valid --stages: comma-separated layer "
+                "names both models have, or teacher:student pairs, from the teacher's "
+                f"{_stage_shapes(teacher)} and the student's {_stage_shapes(student)} (features "
+                "of equal rank), or another --student."
+            ) from e
+        if method == "extracurricular" and ("ampler" in message or "CutMix" in message):
+            raise ValueError(f"sampler: --sampler={cfg.sampler}: {message}") from e
+        raise
+
+
+def _stage_shapes(model):
+    """'stage1 (40, 32), stage2 (20, 64)': a model's stage endpoints and shapes."""
+    try:
+        names = models_lib.stage_endpoints(model)
+    except ValueError:
+        return "layers (no stage endpoints)"
+    shapes = []
+    for name in names:
+        try:
+            shape = tuple(model.get_layer(name).output.shape[1:])
+            shapes.append(f"{name} {shape}")
+        except (ValueError, AttributeError):
+            shapes.append(name)
+    return "stage endpoints " + ", ".join(shapes)
+
+
+def _check_model_fits_data(cfg, role, model, splits):
+    shape = _known_shape(model, "input_shape")
+    if shape is not None:
+        data = tuple(splits.input_shape)
+        if len(shape) != len(data) or any(m not in (None, d) for m, d in zip(shape, data)):
+            hint = (" (set --image_size=H,W to the model's input size)"
+                    if cfg.dataset.startswith("dir:") else "")
+            raise ValueError(
+                f"{role}: {getattr(cfg, role)!r} takes inputs of shape {shape} but "
+                f"--dataset={cfg.dataset} gives {data}{hint}."
+            )
+    out = _known_shape(model, "output_shape")
+    if out is not None and out and out[-1] not in (None, splits.num_classes):
+        raise ValueError(
+            f"{role}: {getattr(cfg, role)!r} has {out[-1]} outputs but --dataset={cfg.dataset} "
+            f"has {splits.num_classes} classes; its last layer must give one logit per class."
+        )
+
+
+def _known_shape(model, attr):
+    try:
+        shape = getattr(model, attr)
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(shape, list):  # several inputs or outputs: checked by the Distiller
+        return None
+    return None if shape is None else tuple(shape[1:])
+
+
 def run(cfg):
     """Teacher (trained or reused), ERM student, distilled student, export.
 
+    Every check that can fail (settings, data, model shapes, stages,
+    sampler, an existing export or finished run) runs before any training.
+
     Returns:
         A dict with the config, the teacher's and each student's test metrics,
-        the export report (if any) and the wall time; it is also written to
-        `<workdir>/results/<method>_<student>_s<seed>.json`.
+        the export report (if any), the files written (`"files"`) and the
+        wall time; it is also written to `<run directory>/results.json`
+        (see `run_directory`), whose path is `result["results_file"]`.
     """
     cfg.validate()
     start = time.time()
@@ -547,47 +895,104 @@ def run(cfg):
 
 def _run(cfg, start):
     full, splits = load_data(cfg)
-    teacher = load_or_train_teacher(cfg, full)
+    _log(cfg, f"data {cfg.dataset}: {len(splits.y_train)} train / {len(splits.y_val)} val / "
+              f"{len(splits.y_test)} test, input {splits.input_shape}, {splits.num_classes} "
+              f"classes (fingerprint {data_fingerprint(full)})")
+    run_dir = run_directory(cfg, full)
+    own_dir = _own_path(cfg, run_dir)
+    results_file = os.path.join(own_dir, RESULTS_FILE)
+    if os.path.exists(results_file) and not cfg.overwrite:
+        raise FileExistsError(
+            f"the run directory {run_dir!r} already holds a finished run with these settings and "
+            f"data ({results_file}); {OVERWRITE_HINT}, or change a setting."
+        )
+    export = os.path.join(run_dir, EXPORT_FILE) if cfg.export == AUTO_EXPORT else cfg.export
+    # Check teacher, student, data and method together before any training.
+    teacher_file, reason = _reusable_teacher(cfg, full)
+    _raise_unless_retrainable(cfg, reason)
+    teacher = None  # trained after the checks, on an untrained twin
+    if reason is None and os.path.exists(teacher_file):
+        teacher = load_or_train_teacher(cfg, full)
+    check_models(cfg, teacher or _build_model(cfg.teacher, full, cfg.seed),
+                 _build_model(cfg.student, splits, cfg.seed + 1), splits)
+    if cfg.overwrite and os.path.exists(os.path.join(own_dir, RUN_FILE)):
+        shutil.rmtree(own_dir)  # only a directory this module made (it has run.json)
+    _write_json(os.path.join(own_dir, RUN_FILE), run_settings(cfg, full))
+    _log(cfg, f"run directory: {run_dir}")
+    if teacher is None:
+        teacher = load_or_train_teacher(cfg, full)
     result = {"config": dataclasses.asdict(cfg), "teacher": evaluate(teacher, full), "students": {}}
-    if cfg.method in ("fitnets", "sskd"):  # fail on bad --stages before any training
-        check_stages(teacher, _build_model(cfg.student, splits, cfg.seed + 1), parse_stages(cfg.stages))
+    files = {"run_dir": run_dir, "teacher": teacher_file, "students": {}}
     methods = [cfg.method]
     if cfg.compare_erm and cfg.method != "none":
         methods.insert(0, "none")
     trained = {}
     for method in methods:
-        student, history = train_student(cfg, splits, teacher, method)
+        path = os.path.join(run_dir, "students", f"{method}.keras")
+        history_file = _own_path(cfg, os.path.splitext(path)[0] + ".history.json")
+        if os.path.exists(_own_path(cfg, path)) and os.path.exists(history_file):
+            _log(cfg, f"reusing the finished {method!r} student of this run: {path}")
+            student = load_model(_own_path(cfg, path), "student")
+            with open(history_file) as f:
+                history = json.load(f)
+        else:
+            began = time.time()
+            student, history = train_student(cfg, splits, teacher, method, run_dir=run_dir)
+            history = {k: [float(v) for v in vs] for k, vs in history.items()}
+            save_model_atomic(student, _own_path(cfg, path))
+            _write_json(history_file, history)
+            _log(cfg, f"student {method!r} saved: {path} ({time.time() - began:.0f} s)")
         trained[method] = student
-        result["students"][method] = {
-            **evaluate(student, splits, teacher),
-            "history": {k: [float(v) for v in vs] for k, vs in history.items()},
-        }
-    final = trained[cfg.method]
-    for method, student in trained.items():  # every student, for apps/report.py
-        path = os.path.join(cfg.workdir, "students", f"{method}_{cfg.student}_s{cfg.seed}.keras")
-        save_model_atomic(student, _own_path(cfg, path))
-    if cfg.export:
+        files["students"][method] = path
+        result["students"][method] = {**evaluate(student, splits, teacher), "history": history}
+    if export:
         from kdtf import export as export_lib
 
+        _log(cfg, f"exporting the {cfg.method!r} student to {export} "
+                  f"(quantization {cfg.quantization or 'none'}) and verifying it with the LiteRT "
+                  f"interpreter on {len(splits.y_test)} test inputs")
+        began = time.time()
         report = export_lib.tflite(
-            final,
-            cfg.export,
+            trained[cfg.method],
+            export,
             quantization=cfg.quantization,
             representative_data=splits.x_train[:100] if cfg.quantization == "int8" else None,
             verify_data=splits.x_test,
             verify_labels=splits.y_test,
-            overwrite=True,
+            # In the run's own directory the file can only be this run's.
+            overwrite=cfg.overwrite or export == os.path.join(run_dir, EXPORT_FILE),
+            **_export_options(cfg),
         )
+        _log(cfg, f"export verified ({time.time() - began:.0f} s)")
         result["export"] = report.to_dict()
         result["export_summary"] = str(report)
+        files["export"] = export
+    result["files"] = files
     result["seconds"] = time.time() - start
-    out = os.path.join(_worker_workdir(cfg), "results", f"{cfg.method}_{cfg.student}_s{cfg.seed}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(out + ".tmp", out)
-    result["results_file"] = out
+    _write_json(results_file, result)
+    result["results_file"] = results_file
     return result
+
+
+def _export_options(cfg):
+    """Keyword arguments of `kdtf.export.tflite` that only some versions take."""
+    import inspect
+
+    from kdtf import export as export_lib
+
+    if "min_agreement" in inspect.signature(export_lib.tflite).parameters:
+        return {"min_agreement": cfg.min_agreement}
+    if cfg.min_agreement is not None:
+        raise ValueError("min_agreement: this kdtf.export has no agreement threshold.")
+    return {}
+
+
+def _write_json(path, obj):
+    """Writes `obj` to `path` atomically (temporary file + os.replace)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1, default=str)
+    os.replace(path + ".tmp", path)
 
 
 def summary(result):
@@ -647,20 +1052,36 @@ def study(cfg, methods, seeds):
     """
     for method in methods:
         _check_choice("methods", method, METHODS)
-    rows = {"teacher": [], **{m: [] for m in methods}, "details": []}
+    if not methods or not seeds:
+        raise ValueError("methods and seeds: give at least one of each.")
+    # Every method and seed is checked before the first one trains.
+    base = dataclasses.replace(cfg, compare_erm=False, export="")
+    full, splits = load_data(base)
+    for method in methods:
+        dataclasses.replace(base, method=method).validate()
     for seed in seeds:
-        run_cfg = dataclasses.replace(cfg, seed=seed, compare_erm=False, export="")
-        run_cfg.validate()
+        _raise_unless_retrainable(cfg, _reusable_teacher(dataclasses.replace(base, seed=seed), full)[1])
+    for method in methods:
+        m_cfg = dataclasses.replace(base, method=method)
+        check_models(m_cfg, _build_model(cfg.teacher, full, cfg.seed),
+                     _build_model(cfg.student, splits, cfg.seed + 1), splits)
+    rows = {"teacher": [], **{m: [] for m in methods}, "details": []}
+    total, done, began = len(seeds) * len(methods), 0, time.time()
+    for seed in seeds:
+        run_cfg = dataclasses.replace(base, seed=seed)
         keras.utils.set_random_seed(seed)
         full, splits = load_data(run_cfg)
         teacher = load_or_train_teacher(run_cfg, full)
         rows["teacher"].append(evaluate(teacher, full)["accuracy"])
         for method in methods:
+            done += 1
+            _log(cfg, f"study run {done}/{total}: seed {seed}, method {method}")
             student, _ = train_student(dataclasses.replace(run_cfg, method=method), splits, teacher, method)
             metrics = evaluate(student, splits, teacher)
             rows[method].append(metrics["accuracy"])
             rows["details"].append({"seed": seed, "method": method, **metrics})
-            _log(cfg, f"seed {seed} {method}: test accuracy {metrics['accuracy']:.4f}")
+            _log(cfg, f"seed {seed} {method}: test accuracy {metrics['accuracy']:.4f} "
+                      f"({time.time() - began:.0f} s into the study)")
     return rows
 
 

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from kdtf import experiment
+from kdtf import heads
 from kdtf import metrics as metrics_lib
 from kdtf.report import flops as flops_lib
 from kdtf.report import plots
@@ -51,7 +52,7 @@ def load_results(path, arg="results"):
     if missing:
         raise ValueError(
             f"{arg}: {path!r} is not a results file of apps/distill.py (no {', '.join(missing)}); "
-            "pass <workdir>/results/<method>_<student>_s<seed>.json."
+            "pass the results.json of a run directory."
         )
     if not isinstance(results["students"], dict) or not results["students"]:
         raise ValueError(f"{arg}: {path!r} lists no trained students.")
@@ -81,6 +82,8 @@ def locate_models(results, results_path):
     directory), then as the parent of the results file's `results/` folder
     (a workdir that was moved or given relative to another directory).
     """
+    if isinstance(results.get("files"), dict):  # written since runs have their own directories
+        return _recorded_models(results, results_path)
     cfg = run_config(results["config"])
     workdirs = [cfg.workdir]
     parent = os.path.dirname(os.path.dirname(os.path.abspath(results_path)))
@@ -102,6 +105,35 @@ def locate_models(results, results_path):
     teacher = find("teacher", experiment.teacher_path)
     students = {m: find(f"{m!r} student", lambda c, m=m: student_path(c, m)) for m in results["students"]}
     return teacher, students
+
+
+def _recorded_models(results, results_path):
+    """The model paths a results file records, as saved or beside a moved run directory."""
+    files = results["files"]
+    here = os.path.dirname(os.path.abspath(results_path))
+    run_dir = files.get("run_dir", here)
+
+    def find(kind, path):
+        tried = [path]
+        if os.path.isfile(path):
+            return path
+        # A moved workdir: the same place relative to the run directory.
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))
+        tried.append(os.path.normpath(os.path.join(here, rel)))
+        for candidate in tried[1:]:
+            if os.path.isfile(candidate):
+                return candidate
+        raise FileNotFoundError(
+            f"results: the {kind} of this run is not saved (looked for {' and '.join(map(repr, tried))}); "
+            "rerun apps/distill.py with the same flags (it saves the teacher and every student)."
+        )
+
+    students = files.get("students", {})
+    missing = [m for m in results["students"] if m not in students]
+    if missing:
+        raise ValueError(f"results: {results_path!r} records no file for the students {missing}.")
+    return find("teacher", files["teacher"]), {
+        m: find(f"{m!r} student", students[m]) for m in results["students"]}
 
 
 # ------------------------------------------------------------------ numbers
@@ -193,7 +225,9 @@ def collect(results, results_path, output_dir, split="test", num_bins=15, tflite
     for entry in entries:
         log(f"evaluating {entry.label}: {entry.path}")
         model = experiment.load_model(entry.path, entry.key)
-        entry.logits = np.asarray(model.predict(x, batch_size=512, verbose=0), dtype=np.float64)
+        # A softmax output is read as log-probabilities (kdtf.heads.as_logits).
+        entry.logits = np.asarray(heads.as_logits(model, model.predict(x, batch_size=512, verbose=0)),
+                                  dtype=np.float64)
         if entry.logits.ndim != 2 or entry.logits.shape[1] != full.num_classes:
             raise ValueError(
                 f"{entry.path!r} outputs shape {entry.logits.shape[1:]}; the report needs "

@@ -18,21 +18,26 @@ def test_distill_end_to_end(tmp_path):
     work = str(tmp_path)
     tfl = os.path.join(work, "s.tflite")
     common = ["--epochs=1", "--teacher_epochs=1", f"--workdir={work}", "--verbose=0"]
-    out = _run("distill.py", "--method=dist", f"--export={tfl}", *common).stdout
+    proc = _run("distill.py", "--method=dist", f"--export={tfl}", *common)
+    out = proc.stdout
     assert "student (ERM)" in out and "student (DIST)" in out and "teacher" in out
     assert os.path.getsize(tfl) > 0
     result_file = out.strip().splitlines()[-1].split("results: ")[1]
     result = json.load(open(result_file))
     assert set(result["students"]) == {"none", "dist"}
     assert result["export"]["top1_agreement"] > 0.9
-    # The teacher is cached and reused by the next run.
-    teachers = os.listdir(os.path.join(work, "teachers"))
-    assert len(teachers) == 1
+    assert os.path.dirname(result_file) == result["files"]["run_dir"]
+    assert f"run directory: {result['files']['run_dir']}" in proc.stderr
+    # The teacher is cached (with its settings record) and reused by the next run.
+    teachers = sorted(os.listdir(os.path.join(work, "teachers")))
+    assert len(teachers) == 2 and teachers[0].endswith(".json") and teachers[1].endswith(".keras")
     out2 = _run("distill.py", "--method=kd", "--nocompare_erm", "--export=", *common)
     assert "reusing teacher" in out2.stderr
+    result2 = json.load(open(out2.stdout.strip().splitlines()[-1].split("results: ")[1]))
+    assert result2["files"]["run_dir"] != result["files"]["run_dir"]
     # evaluate.py on the saved student, with the teacher.
-    student = os.path.join(work, "students", "kd_mnist1d_mlp_s0.keras")
-    teacher = os.path.join(work, "teachers", teachers[0])
+    student = result2["files"]["students"]["kd"]
+    teacher = os.path.join(work, "teachers", teachers[1])
     ev = _run("evaluate.py", f"--model={student}", f"--teacher={teacher}", "--json").stdout
     metrics = json.loads(ev.strip().splitlines()[-1])
     assert 0 <= metrics["accuracy"] <= 1 and "agreement" in metrics
@@ -80,8 +85,8 @@ def test_fitnets_and_sskd_end_to_end(tmp_path):
     history = result["students"]["sskd"]["history"]
     assert {"stage1/loss", "stage2/loss", "head/loss"} <= set(history)
     assert 0 <= result["students"]["sskd"]["accuracy"] <= 1
-    # A resumable checkpoint per run directory.
-    assert os.path.isdir(os.path.join(work, "student_sskd_mnist1d_cnn_small_s0", "checkpoints"))
+    # A resumable checkpoint inside the run directory.
+    assert os.path.isdir(os.path.join(result["files"]["run_dir"], "student_sskd", "checkpoints"))
 
 
 def test_unknown_stage_lists_the_valid_ones(tmp_path):

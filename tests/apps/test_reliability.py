@@ -33,9 +33,9 @@ def test_same_seed_gives_bit_identical_students(tmp_path):
              "--seed=3")
     runs = []
     for name in ("a", "b"):
-        _distill(tmp_path / name, *flags)
-        runs.append(_weights(str(tmp_path / name / "students" /
-                                 "extracurricular_mnist1d_mlp_s3.keras")))
+        out = _distill(tmp_path / name, *flags)
+        result = json.load(open(out.stdout.strip().splitlines()[-1].split("results: ")[1]))
+        runs.append(_weights(result["files"]["students"]["extracurricular"]))
     assert len(runs[0]) == len(runs[1]) > 0
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
@@ -63,12 +63,15 @@ def test_sigkill_mid_epoch_then_rerun_resumes(tmp_path):
     backup_dir = os.path.dirname(pointer)
     epoch_done = int(open(pointer).read().strip().split("-")[1])
     assert 1 <= epoch_done < 15
-    assert not os.path.exists(os.path.join(work, "students", "kd_mnist1d_mlp_s0.keras"))
+    run_dir = os.path.dirname(os.path.dirname(backup_dir))
+    assert not os.path.exists(os.path.join(run_dir, "students", "kd.keras"))
+    assert not os.path.exists(os.path.join(run_dir, "results.json"))
     # The same command resumes from the backup and finishes the planned epochs.
     out = app_runner.run("distill.py", *flags)
     assert "resuming from" in out.stderr
     result = json.load(open(out.stdout.strip().splitlines()[-1].split("results: ")[1]))
     history = result["students"]["kd"]["history"]["loss"]
     assert len(history) == 15 - epoch_done
+    assert result["files"]["run_dir"] == run_dir
     assert result["students"]["kd"]["accuracy"] > 0.3
     assert not os.path.exists(backup_dir)  # cleaned up after a normal end

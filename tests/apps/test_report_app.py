@@ -84,9 +84,10 @@ def test_help_explains_every_flag():
 def test_report_and_tensorboard_of_a_tiny_run(tmp_path):
     work = str(tmp_path / "w")
     results = _distill(work, "--method=kd", f"--export={tmp_path / 's.tflite'}")
-    # Every trained student is saved, the ERM one too.
-    assert sorted(os.listdir(os.path.join(work, "students"))) == [
-        "kd_mnist1d_mlp_s0.keras", "none_mnist1d_mlp_s0.keras"]
+    run_dir = os.path.dirname(results)  # the run's own directory
+    # Every trained student is saved, the ERM one too (with its history).
+    assert sorted(os.listdir(os.path.join(run_dir, "students"))) == [
+        "kd.history.json", "kd.keras", "none.history.json", "none.keras"]
 
     out_dir = tmp_path / "report"
     proc = _run("report.py", f"--results={results}", f"--output={out_dir}")
@@ -137,7 +138,7 @@ def test_report_and_tensorboard_of_a_tiny_run(tmp_path):
         assert os.path.getsize(out_dir / "tflite" / f"{method}.tflite") > 0
 
     # TensorBoard: each loss term and the learning rate at every step.
-    kd = _run_dir(work, "student_kd_")
+    kd = _run_dir(run_dir, "student_kd")
     logged = _scalars(os.path.join(kd, "train"))
     _assert_per_step(logged, ["batch_loss", "batch_student_loss", "batch_distillation_loss",
                               "batch_accuracy", "learning_rate"])
@@ -145,7 +146,7 @@ def test_report_and_tensorboard_of_a_tiny_run(tmp_path):
     assert lrs[0] == pytest.approx(3e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine decay
     assert {"epoch_loss", "epoch_student_loss", "epoch_distillation_loss"} <= set(
         _scalars(os.path.join(kd, "validation")))
-    erm = _scalars(os.path.join(_run_dir(work, "student_none_"), "train"))
+    erm = _scalars(os.path.join(_run_dir(run_dir, "student_none"), "train"))
     _assert_per_step(erm, ["batch_loss", "learning_rate"])
     teacher = _scalars(os.path.join(_run_dir(work, "teacher_"), "train"))
     _assert_per_step(teacher, ["batch_loss", "learning_rate"])
@@ -154,14 +155,15 @@ def test_report_and_tensorboard_of_a_tiny_run(tmp_path):
 @pytest.mark.slow  # two more training runs (~90 s on 2 cores); the callbacks' unit tests are in CI
 def test_tensorboard_synthetic_loss_and_sskd_stages(tmp_path):
     work = str(tmp_path / "w")
-    _distill(work, "--method=extracurricular", "--nocompare_erm", "--export=")
-    logged = _scalars(os.path.join(_run_dir(work, "student_extracurricular_"), "train"))
+    results = _distill(work, "--method=extracurricular", "--nocompare_erm", "--export=")
+    logged = _scalars(os.path.join(_run_dir(os.path.dirname(results), "student_extracurricular"),
+                                   "train"))
     _assert_per_step(logged, ["batch_loss", "batch_student_loss", "batch_distillation_loss",
                               "batch_synthetic_loss", "learning_rate"])
 
     results = _distill(work, "--method=sskd", "--student=mnist1d_cnn_small", "--stage_epochs=1",
                        "--nocompare_erm", "--export=")
-    board = _run_dir(work, "student_sskd_")
+    board = _run_dir(os.path.dirname(results), "student_sskd")
     phases = sorted(os.listdir(board))
     assert phases == ["sskd_head", "sskd_phase1", "sskd_phase2", "sskd_phase3"]
     for phase in phases:  # one TensorBoard run per stage, steps from 1
