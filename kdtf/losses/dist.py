@@ -90,7 +90,7 @@ class DIST(DistillationLoss):
     def call(self, teacher_outputs, student_outputs):
         num_classes = teacher_outputs.shape[-1]
         batch = teacher_outputs.shape[0]
-        if batch is not None and len(teacher_outputs.shape) == 2 and batch < 2:
+        if batch is not None and len(teacher_outputs.shape) == 2 and batch < 2 and self.gamma:
             raise ValueError(
                 "DIST's intra-class term correlates each class over the batch "
                 f"and needs a batch of at least 2 examples; got a batch of "
@@ -103,13 +103,16 @@ class DIST(DistillationLoss):
         y_t = ops.softmax(z_t / tau, axis=-1)
         y_s = ops.softmax(z_s / tau, axis=-1)
         inter = 1.0 - _rowwise_pearson(y_s, y_t)
-        if self.global_batch:
-            y_s_all, y_t_all = distribute.all_gather(y_s), distribute.all_gather(y_t)
-        else:
-            y_s_all, y_t_all = y_s, y_t
-        intra = 1.0 - ops.mean(
-            _rowwise_pearson(ops.transpose(y_s_all), ops.transpose(y_t_all))
-        )
+        if self.gamma:
+            if self.global_batch:
+                y_s_all, y_t_all = distribute.all_gather(y_s), distribute.all_gather(y_t)
+            else:
+                y_s_all, y_t_all = y_s, y_t
+            intra = 1.0 - ops.mean(
+                _rowwise_pearson(ops.transpose(y_s_all), ops.transpose(y_t_all))
+            )
+        else:  # no intra-class term: any batch size, even 1
+            intra = 0.0
         per_row = (tau * tau) * (self.beta * inter + self.gamma * intra)
         # One value per example: average the rows that belong to it.
         per_example_shape = ops.shape(teacher_outputs)[:-1]

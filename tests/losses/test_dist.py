@@ -95,6 +95,17 @@ def test_batch_of_one_raises():
         losses.DIST()(np.zeros((1, 10), "float32"), np.zeros((1, 10), "float32"))
 
 
+def test_gamma_zero_takes_a_batch_of_one():
+    # The fix the batch-size error recommends must work: the inter-class term alone.
+    rng = np.random.default_rng(3)
+    t, s = rng.normal(size=(1, 10)).astype("float32"), rng.normal(size=(1, 10)).astype("float32")
+    got = float(losses.DIST(temperature=2.0, gamma=0.0)(t, s))
+    want = float(losses.DIST(temperature=2.0, beta=1.0, gamma=0.0)(np.repeat(t, 2, 0),
+                                                                  np.repeat(s, 2, 0)))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert got > 0
+
+
 def test_float32_output_for_half_inputs():
     z = keras.ops.convert_to_tensor(np.random.default_rng(6).normal(size=(4, 3)), "bfloat16")
     assert keras.backend.standardize_dtype(losses.DIST()(z, z * 2).dtype) == "float32"
