@@ -233,4 +233,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, interrupted="interrupted (Ctrl-C); nothing was written to --output (exports "
+            "are atomic); rerun the same command to export.")

@@ -13,6 +13,9 @@ import os
 import shutil
 import tempfile
 
+# How every refusal to replace an existing artifact says what to do.
+OVERWRITE_HINT = "pass overwrite=True (--overwrite in the apps) to replace it"
+
 
 def check_destination(path, overwrite=False):
     """Raises `FileExistsError` if `path` exists and `overwrite` is False.
@@ -45,8 +48,7 @@ def check_destination(path, overwrite=False):
         )
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(
-            f"Refusing to overwrite existing path {path!r}. Pass "
-            "`overwrite=True` to replace it."
+            f"Refusing to overwrite existing path {path!r}; {OVERWRITE_HINT}."
         )
     return path
 
@@ -108,14 +110,12 @@ def _commit(tmp, path, overwrite):
             except FileExistsError:
                 raise FileExistsError(
                     f"Refusing to overwrite existing path {path!r} (it "
-                    "appeared while writing). Pass `overwrite=True` to "
-                    "replace it."
+                    f"appeared while writing); {OVERWRITE_HINT}."
                 ) from None
             except OSError:
                 if os.path.lexists(path) and not overwrite:
                     raise FileExistsError(
-                        f"Refusing to overwrite existing path {path!r}. Pass "
-                        "`overwrite=True` to replace it."
+                        f"Refusing to overwrite existing path {path!r}; {OVERWRITE_HINT}."
                     ) from None
                 os.replace(tmp, path)
             else:
@@ -124,8 +124,7 @@ def _commit(tmp, path, overwrite):
         return
     if not overwrite:
         raise FileExistsError(
-            f"Refusing to overwrite existing path {path!r}. Pass "
-            "`overwrite=True` to replace it."
+            f"Refusing to overwrite existing path {path!r}; {OVERWRITE_HINT}."
         )
     same_kind = os.path.isdir(tmp) == (
         os.path.isdir(path) and not os.path.islink(path)

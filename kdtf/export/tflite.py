@@ -16,6 +16,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from kdtf import cli
 from kdtf.export import atomic
 from kdtf.export.saved_model import SIGNATURE_KEY
 from kdtf.export.saved_model import input_spec
@@ -307,7 +308,8 @@ def convert(model, quantization=None, representative_data=None,
             if int8_io:
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
-        return converter.convert()
+        with cli.filtered_stderr():  # the converter prints its settings
+            return converter.convert()
 
 
 def tflite(model, path, quantization=None, representative_data=None,

@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from kdtf import cli
+
 
 def _interpreter_class():
     """Returns the LiteRT `Interpreter`, or `tf.lite.Interpreter`."""
@@ -128,7 +130,8 @@ class _Runner:
 
     def __init__(self, path, num_threads=None):
         Interpreter = _interpreter_class()
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        with cli.filtered_stderr():  # LiteRT announces its XNNPACK delegate
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -154,7 +157,8 @@ class _Runner:
         if batch != self._batch:
             shape = [batch, *self.feature_shape]
             self.interpreter.resize_tensor_input(self.input["index"], shape)
-            self.interpreter.allocate_tensors()
+            with cli.filtered_stderr():
+                self.interpreter.allocate_tensors()
             self._batch = batch
 
     def set_input(self, x):
