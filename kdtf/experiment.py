@@ -961,7 +961,7 @@ def _run(cfg, start):
             verify_labels=splits.y_test,
             # In the run's own directory the file can only be this run's.
             overwrite=cfg.overwrite or export == os.path.join(run_dir, EXPORT_FILE),
-            **_export_options(cfg),
+            min_agreement=cfg.min_agreement,
         )
         _log(cfg, f"export verified ({time.time() - began:.0f} s)")
         result["export"] = report.to_dict()
@@ -972,19 +972,6 @@ def _run(cfg, start):
     _write_json(results_file, result)
     result["results_file"] = results_file
     return result
-
-
-def _export_options(cfg):
-    """Keyword arguments of `kdtf.export.tflite` that only some versions take."""
-    import inspect
-
-    from kdtf import export as export_lib
-
-    if "min_agreement" in inspect.signature(export_lib.tflite).parameters:
-        return {"min_agreement": cfg.min_agreement}
-    if cfg.min_agreement is not None:
-        raise ValueError("min_agreement: this kdtf.export has no agreement threshold.")
-    return {}
 
 
 def _write_json(path, obj):

@@ -166,3 +166,25 @@ def test_study_checks_every_method_before_running_any(cfg, monkeypatch):
     _forbid_training(monkeypatch)
     with pytest.raises(ValueError, match="^stages: --method=fitnets"):
         experiment.study(cfg, ["none", "kd", "fitnets"], [0, 1])
+
+
+def test_min_agreement_reaches_the_export_and_a_failed_export_can_be_rerun(cfg, monkeypatch):
+    from kdtf import export
+
+    seen = []
+
+    def failing_tflite(model, path, **kwargs):
+        seen.append(kwargs["min_agreement"])
+        raise export.VerificationError("agreement 50.0% is below min_agreement 99.0%")
+
+    with monkeypatch.context() as m:
+        m.setattr(export, "tflite", failing_tflite)
+        with pytest.raises(export.VerificationError):
+            experiment.run(experiment.dataclasses.replace(cfg, export="auto", min_agreement=0.99))
+    assert seen == [0.99]
+    run_dir = experiment.run_directory(cfg, experiment.load_data(cfg)[0])
+    assert not os.path.exists(os.path.join(run_dir, "results.json"))
+    # min_agreement does not name the run: the rerun reuses the trained student.
+    monkeypatch.setattr(experiment, "train_student", None)
+    result = experiment.run(experiment.dataclasses.replace(cfg, export="auto", min_agreement=0.5))
+    assert result["files"]["run_dir"] == run_dir and result["export"]["top1_agreement"] >= 0.5

@@ -37,8 +37,8 @@ _DIR_TEST_SEED = 1234
 
 NPZ_KEYS_HELP = (
     "an .npz file with arrays x_train, y_train, x_test, y_test (inputs [N, ...], integer labels "
-    "[N] in [0, num_classes)), optionally x_val and y_val (both, or neither: then --val_fraction "
-    "of the training set, stratified, is the validation split) and a scalar num_classes "
+    "[N] in [0, num_classes)), optionally x_val and y_val (both, or neither: then a stratified "
+    "share of the training set, 10% in the apps, is the validation split) and a scalar num_classes "
     "(default: the largest label + 1)"
 )
 DIR_HELP = (

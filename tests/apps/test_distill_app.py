@@ -10,8 +10,11 @@ from app_runner import run as _run
 def test_help_explains_every_flag():
     out = _run("distill.py", "--help").stdout
     for flag in ("method", "teacher", "student", "dataset", "epochs", "temperature", "seed",
-                 "student_loss_weight", "export", "quantization", "workdir"):
+                 "student_loss_weight", "export", "quantization", "workdir", "overwrite",
+                 "image_size", "data_dir", "min_agreement", "weight_decay"):
         assert f"--{flag}" in out or f"--[no]{flag}" in out, flag
+    # The npz keys and the image-folder split are documented in --help.
+    assert "x_train, y_train, x_test, y_test" in out and "subfolder per class" in " ".join(out.split())
 
 
 def test_distill_end_to_end(tmp_path):
