@@ -305,7 +305,11 @@ def test_non_finite_step_leaves_weights_and_adam_state_untouched():
 
     def distiller():
         keras.utils.set_random_seed(0)
-        d = _distiller()
+        # A BatchNorm student: its moving statistics must not take the NaN step either.
+        student = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16),
+                                    keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                                    keras.layers.Dense(4)], name="bn_student")
+        d = kdtf.Distiller(_teacher(), student, kdtf.losses.KD(temperature=2.0))
         d.compile(optimizer=keras.optimizers.Adam(1e-2), loss=CE)
         return d
 
@@ -314,6 +318,7 @@ def test_non_finite_step_leaves_weights_and_adam_state_untouched():
     stopped = distiller()
     with pytest.raises(kdtf.callbacks.NonFiniteLossError, match=r"epoch 1, step 2"):
         stopped.fit(bad, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    assert any("moving" in v.path for v in stopped.student.weights)
     # Adam with zeroed gradients would still move the weights by momentum.
     for a, b in zip(one_step.student.weights + one_step.optimizer.variables,
                     stopped.student.weights + stopped.optimizer.variables):

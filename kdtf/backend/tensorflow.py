@@ -16,10 +16,16 @@ def train_step(model, data):
     replica) the update is skipped: the optimizer does not run, so weights,
     slots and the iteration count stay as they were (zero gradients alone
     would still move Adam's weights by momentum), and
-    `kdtf.callbacks.NonFiniteGuard` stops training with an error.
+    `kdtf.callbacks.NonFiniteGuard` stops training with an error. The
+    student's non-trainable state (BatchNorm moving statistics) is put back
+    too, so a skipped step leaves every variable as it was.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x, cached = model.unpack_inputs(x)  # cached teacher outputs, if any
+    # The student's (and adapters') non-trainable state, e.g. BatchNorm
+    # moving statistics, read before the forward pass updates it.
+    state = _training_state(model)
+    state_before = [tf.identity(v.value) for v in state]
     x_all, num_real = model.training_inputs(x, cached)
     teacher_outputs = tf.nest.map_structure(
         tf.stop_gradient, model.teacher_outputs(x_all, cached, num_real)
@@ -32,7 +38,11 @@ def train_step(model, data):
         scaled = model.optimizer.scale_loss(total)
     variables = model.trainable_variables
     gradients = tape.gradient(scaled, variables)
-    _apply_if(_all_replicas(tf.math.is_finite(total)), model.optimizer, gradients, variables)
+    finite = _all_replicas(tf.math.is_finite(total))
+    _apply_if(finite, model.optimizer, gradients, variables)
+    # A skipped step keeps the state it found, as the JAX step does.
+    for v, before in zip(state, state_before):
+        v.assign(tf.where(finite, v.value, before))
     model.update_loss_trackers(total, terms, tf.shape(x)[0])
     return _metrics(model, x, y, y_pred, sample_weight)
 
@@ -58,6 +68,14 @@ def _metrics(model, x, y, y_pred, sample_weight):
     else:
         logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     return distribute.logs_for_reduction(logs)
+
+
+def _training_state(model):
+    """Non-trainable variables that a training forward pass may update."""
+    state = list(model.student.non_trainable_variables)
+    for adapter in getattr(model, "adapters", ()):
+        state += list(adapter.non_trainable_variables)
+    return state
 
 
 def _all_replicas(finite):
