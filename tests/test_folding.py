@@ -122,9 +122,36 @@ def test_a_wrong_fold_is_caught_by_the_check(monkeypatch):
     model = _small_conv_bn()
     _randomise_batchnorm(model)
     monkeypatch.setattr(folding, "_folded_conv",
-                        lambda conv, bn, inputs: conv.convolution_op(inputs, conv.kernel))
+                        lambda conv, kernel, bias, inputs: conv.convolution_op(inputs, conv.kernel))
     with pytest.warns(UserWarning, match="unfolded"):
         assert folding.fold_batchnorm(model) is None
+
+
+def test_folded_kernels_are_variables_refreshed_by_fit_and_evaluate():
+    # Folded once per fit/evaluate into variables, not recomputed in every step;
+    # a teacher changed between calls is refolded.
+    teacher = _small_conv_bn()
+    _randomise_batchnorm(teacher)
+    student = keras.Sequential([keras.Input(teacher.input_shape[1:]), keras.layers.Flatten(),
+                                keras.layers.Dense(teacher.output_shape[-1])])
+    d = kdtf.Distiller(teacher, student, kdtf.losses.KD(2.0))
+    assert d.folded_teacher.trainable is False
+    tracked = {id(v) for v in d.non_trainable_variables}
+    assert d.folded_teacher.weights and all(id(v) in tracked for v in d.folded_teacher.weights)
+    d.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8,) + tuple(teacher.input_shape[1:])).astype("float32")
+    y = np.zeros(8, "int32")
+    d.fit(x, y, epochs=1, verbose=0)
+    bn = next(l for l in teacher.layers if isinstance(l, keras.layers.BatchNormalization))
+    bn.moving_mean.assign(bn.moving_mean + 3.0)  # the teacher changes between fits
+    stale = d._teacher_forward(x)
+    assert not np.allclose(keras.ops.convert_to_numpy(stale),
+                           keras.ops.convert_to_numpy(teacher(x, training=False)), atol=1e-3)
+    d.evaluate(x, y, verbose=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(d._teacher_forward(x)),
+                               keras.ops.convert_to_numpy(teacher(x, training=False)),
+                               rtol=1e-5, atol=1e-5)
 
 
 def _distillers(seed=0):
