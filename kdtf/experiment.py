@@ -453,9 +453,9 @@ def _callbacks(cfg, run_name, fp, run_dir=None):
     ]
 
 
-def _build_model(name, splits, seed):
+def _build_model(name, splits, seed, role="student"):
     if _is_model_file(name):  # the user's own model: the same start every time
-        return load_model(name, "student", compile=False)
+        return load_model(name, role, compile=False)
     keras.utils.set_random_seed(seed)
     return models_lib.get(name, input_shape=splits.input_shape, num_classes=splits.num_classes)
 
@@ -929,19 +929,7 @@ def _run(cfg, start):
     trained = {}
     for method in methods:
         path = os.path.join(run_dir, "students", f"{method}.keras")
-        history_file = _own_path(cfg, os.path.splitext(path)[0] + ".history.json")
-        if os.path.exists(_own_path(cfg, path)) and os.path.exists(history_file):
-            _log(cfg, f"reusing the finished {method!r} student of this run: {path}")
-            student = load_model(_own_path(cfg, path), "student")
-            with open(history_file) as f:
-                history = json.load(f)
-        else:
-            began = time.time()
-            student, history = train_student(cfg, splits, teacher, method, run_dir=run_dir)
-            history = {k: [float(v) for v in vs] for k, vs in history.items()}
-            save_model_atomic(student, _own_path(cfg, path))
-            _write_json(history_file, history)
-            _log(cfg, f"student {method!r} saved: {path} ({time.time() - began:.0f} s)")
+        student, history = _train_or_reuse_student(cfg, splits, teacher, method, run_dir, path)
         trained[method] = student
         files["students"][method] = path
         result["students"][method] = {**evaluate(student, splits, teacher), "history": history}
@@ -972,6 +960,23 @@ def _run(cfg, start):
     _write_json(results_file, result)
     result["results_file"] = results_file
     return result
+
+
+def _train_or_reuse_student(cfg, splits, teacher, method, run_dir, path):
+    """The `method` student of this run: reused when an interrupted run saved
+    it (with its history), else trained and saved to `path`."""
+    history_file = _own_path(cfg, os.path.splitext(path)[0] + ".history.json")
+    if os.path.exists(_own_path(cfg, path)) and os.path.exists(history_file):
+        _log(cfg, f"reusing the finished {method!r} student of this run: {path}")
+        with open(history_file) as f:
+            return load_model(_own_path(cfg, path), "student"), json.load(f)
+    began = time.time()
+    student, history = train_student(cfg, splits, teacher, method, run_dir=run_dir)
+    history = {k: [float(v) for v in vs] for k, vs in history.items()}
+    save_model_atomic(student, _own_path(cfg, path))
+    _write_json(history_file, history)
+    _log(cfg, f"student {method!r} saved: {path} ({time.time() - began:.0f} s)")
+    return student, history
 
 
 def _write_json(path, obj):
@@ -1050,7 +1055,7 @@ def study(cfg, methods, seeds):
         _raise_unless_retrainable(cfg, _reusable_teacher(dataclasses.replace(base, seed=seed), full)[1])
     for method in methods:
         m_cfg = dataclasses.replace(base, method=method)
-        check_models(m_cfg, _build_model(cfg.teacher, full, cfg.seed),
+        check_models(m_cfg, _build_model(cfg.teacher, full, cfg.seed, "teacher"),
                      _build_model(cfg.student, splits, cfg.seed + 1), splits)
     rows = {"teacher": [], **{m: [] for m in methods}, "details": []}
     total, done, began = len(seeds) * len(methods), 0, time.time()
