@@ -23,6 +23,7 @@ from kdtf.export.saved_model import saved_model
 from kdtf.export.tflite import DEFAULT_MIN_AGREEMENT
 from kdtf.export.tflite import QUANTIZATIONS
 from kdtf.export.tflite import VerificationError
+from kdtf.export.tflite import as_float32
 from kdtf.export.tflite import failed_path
 from kdtf.export.tflite import tflite
 from kdtf.export.verify import ExportReport

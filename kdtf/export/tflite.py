@@ -13,6 +13,7 @@ import numbers
 import os
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -249,12 +250,102 @@ def representative_batches(representative_data, feature_shape, seed=0):
     return batches
 
 
+def _layers(model):
+    """`model` and every layer in it, nested models included."""
+    seen, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        if any(layer is other for other in seen):
+            continue
+        seen.append(layer)
+        stack.extend(getattr(layer, "layers", None) or [])
+    return seen
+
+
+def _non_float32_layers(model):
+    """The names of the layers of `model` that compute or store in another dtype."""
+    names = []
+    for layer in _layers(model):
+        policy = getattr(layer, "dtype_policy", None)
+        if policy is None:
+            continue
+        if (policy.compute_dtype or "float32") != "float32" or (
+                policy.variable_dtype or "float32") != "float32":
+            names.append(layer.name)
+    return names
+
+
+def as_float32(model):
+    """`model` itself when it computes in float32, else a float32 copy with its weights.
+
+    A student trained under a mixed-precision policy (`mixed_float16`,
+    `mixed_bfloat16`) computes in half precision; the TFLite converter
+    cannot translate those graphs (and float16/int8 quantization expects a
+    float32 model). The copy is rebuilt from the layers' configs with the
+    `float32` dtype policy (`keras.models.clone_model`, nested models too)
+    and gets the original weights (stored in float32 under mixed precision,
+    so nothing is lost). `tflite` and `convert` call this.
+
+    Args:
+        model: A functional or `Sequential` `keras.Model`.
+
+    Returns:
+        `model`, or its float32 copy.
+
+    Raises:
+        ValueError: a subclassed model under a mixed policy, which cannot be
+            rebuilt from its config: build it again under
+            `keras.mixed_precision.set_global_policy("float32")` and copy
+            the weights with `set_weights`.
+
+    Example:
+
+    >>> keras.mixed_precision.set_global_policy("mixed_float16")
+    >>> student = keras.Sequential([keras.Input((40,)), keras.layers.Dense(10)])
+    >>> keras.mixed_precision.set_global_policy("float32")
+    >>> as_float32(student).layers[-1].compute_dtype
+    'float32'
+    """
+    mixed = _non_float32_layers(model)
+    if not mixed:
+        return model
+
+    def float32_layer(layer):
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    try:
+        copy = keras.models.clone_model(model, clone_function=float32_layer, recursive=True)
+        copy.set_weights(model.get_weights())
+    except Exception as e:  # e.g. a subclassed model, or a layer without from_config
+        raise ValueError(
+            f"`model` computes in {model.dtype_policy.name if hasattr(model, 'dtype_policy') else 'mixed precision'}"
+            f" (layers {mixed[:3]}{'...' if len(mixed) > 3 else ''}) and could not be rebuilt "
+            f"in float32 for conversion ({type(e).__name__}: {' '.join(str(e).split())[:200]}). "
+            "Build the model again under keras.mixed_precision.set_global_policy('float32'), "
+            "copy the weights with set_weights(model.get_weights()) and export that copy."
+        ) from e
+    left = _non_float32_layers(copy)
+    if left:
+        raise ValueError(
+            f"`model` could not be rebuilt in float32 for conversion: layers {left[:3]} still "
+            "compute in another dtype. Build the model again under "
+            "keras.mixed_precision.set_global_policy('float32'), copy the weights with "
+            "set_weights(model.get_weights()) and export that copy."
+        )
+    return copy
+
+
 def convert(model, quantization=None, representative_data=None,
             int8_io=False, seed=0):
     """Converts `model` to TFLite flatbuffer bytes (nothing is written).
 
     Args:
-        model: A `keras.Model` with one input and one output.
+        model: A `keras.Model` with one input and one output (a
+            mixed-precision model is converted from its float32 copy, see
+            `as_float32`).
         quantization: See `tflite`.
         representative_data: See `tflite`.
         int8_io: See `tflite`.
@@ -270,6 +361,7 @@ def convert(model, quantization=None, representative_data=None,
     """
     quantization = normalize_quantization(quantization)
     spec = input_spec(model)
+    model = as_float32(model)  # mixed-precision students convert in float32
     if int8_io and quantization != "int8":
         raise ValueError(
             "`int8_io=True` requires `quantization='int8'`, got "
@@ -319,7 +411,10 @@ def tflite(model, path, quantization=None, representative_data=None,
 
     Args:
         model: A `keras.Model` with one input and one output, built from
-            `keras.Input`.
+            `keras.Input`. A model trained under mixed precision
+            (`mixed_float16`, `mixed_bfloat16`) is converted from a float32
+            copy with its weights (`as_float32`) and verified against the
+            model itself.
         path: Destination `.tflite` file. Written atomically.
         quantization: None or `"float32"` (no quantization), `"dynamic"`
             (int8 weights, float activations), `"float16"` (float16 weights)
