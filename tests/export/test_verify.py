@@ -124,3 +124,12 @@ def test_int8_agrees_with_keras_on_mnist1d(mnist1d_student, tmp_path):
     assert report.keras_accuracy > 0.8  # The model learned something.
     assert report.top1_agreement >= 0.99
     assert abs(report.accuracy - report.keras_accuracy) <= 0.02
+
+
+def test_verification_runs_with_litert_without_deprecation_warnings(float_export, tiny_model,
+                                                                   random_data, recwarn):
+    """ai-edge-litert is installed with kdtf: no fallback to the deprecated tf.lite.Interpreter."""
+    assert verify._interpreter_class().__module__.startswith("ai_edge_litert")
+    export.verify_tflite(float_export, tiny_model, random_data[1][:8], num_latency_samples=2)
+    messages = [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "deprecat" in m.lower() or "tf.lite" in m], messages
