@@ -183,3 +183,21 @@ def test_failed_verification_exits_nonzero_and_keeps_no_file_at_output(student):
     assert passed.returncode == 0, passed.stderr[-2000:]
     assert output.read_bytes()[4:8] == b"TFL3"
     assert f"{measured:.2f}% top-1" in passed.stdout
+
+
+def test_a_normal_run_prints_no_tensorflow_noise(student):
+    """No TF_CPP_MIN_LOG_LEVEL from the caller: the app's own log settings keep stderr empty."""
+    directory, model_path, data_path = student
+    env = dict(app_runner.ENV)
+    env.pop("PYTHONPATH", None)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env.pop("KDTF_TF_LOGS", None)
+    output = directory / "quiet_int8.tflite"
+    result = app_runner.run("export.py", f"--model={model_path}", f"--output={output}",
+                            "--quantization=int8", f"--dataset={data_path}",
+                            "--num_calibration=32", check=False, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.strip() == "", result.stderr[-3000:]
+    assert result.stdout.startswith("TFLite export (int8)") and output.exists()
+    helped = app_runner.run("export.py", "--help", check=False, timeout=300, env=env)
+    assert helped.returncode == 0 and helped.stderr.strip() == "", helped.stderr[-3000:]
