@@ -1,5 +1,4 @@
 """The `Distiller`: a `keras.Model` that trains a student from a teacher."""
-import inspect
 import sys
 
 import keras
@@ -155,10 +154,13 @@ class Distiller(keras.Model):
         for fn in self._loss_fns:
             if isinstance(fn, KerasDistillationLoss):
                 fn.validate(teacher, student)
-        # Losses with trainable parts (feature adapters) take `training`.
-        self._losses_with_training = {
-            id(loss) for loss in self._loss_fns if _accepts_training(loss)
-        }
+        for fn in self._loss_fns:
+            unknown = sorted(set(getattr(fn, "needs", ())) - set(losses_lib.CONTEXT))
+            if unknown:
+                raise ValueError(
+                    f"distillation loss {getattr(fn, 'name', type(fn).__name__)} declares needs "
+                    f"{unknown}; a loss may need {list(losses_lib.CONTEXT)}."
+                )
         # A regression (GaussianHead) model on one side only, or a Gaussian
         # loss on a classifier, is an error here rather than a shape surprise.
         heads.check_compatible(teacher, student, self._loss_fns)
@@ -545,7 +547,7 @@ class Distiller(keras.Model):
             )
         terms["student_loss"] = student_loss
         terms["distillation_loss"] = self._weighted_distillation(
-            t_real, s_real, sample_weight, training=training
+            t_real, s_real, sample_weight, training=training, labels=y
         )
         total = (
             self.student_loss_weight * student_loss
@@ -563,11 +565,18 @@ class Distiller(keras.Model):
         return total, terms, s_real[_OUTPUT]
 
     def _weighted_distillation(
-        self, teacher_outputs, student_outputs, sample_weight=None, training=True
+        self, teacher_outputs, student_outputs, sample_weight=None, training=True, labels=None
     ):
         total = ops.zeros((), dtype="float32")
+        context = {"labels": labels, "training": training}
         for loss, weight in zip(self._loss_fns, self.distillation_loss_weights):
-            kwargs = {"training": training} if id(loss) in self._losses_with_training else {}
+            needs = getattr(loss, "needs", ())
+            if "step" in needs and "step" not in context:
+                # Train steps only: evaluation reports the loss past any warm-up.
+                optimizer = getattr(self, "optimizer", None)
+                context["step"] = (ops.convert_to_tensor(optimizer.iterations)
+                                   if training and optimizer is not None else None)
+            kwargs = {name: context[name] for name in needs}
             t_name, s_name = _feature_name(loss, "teacher"), _feature_name(loss, "student")
             t, s = teacher_outputs[t_name or _OUTPUT], student_outputs[s_name or _OUTPUT]
             if _softmax_mode(loss) == "log_probabilities":
@@ -717,14 +726,6 @@ def _unscale_for_replicas(value):
     from keras.src.losses import loss as keras_loss
 
     return keras_loss.unscale_loss_for_distribution(value)
-
-
-def _accepts_training(loss):
-    """Whether `loss.__call__` takes `training` (losses with adapters do)."""
-    try:
-        return "training" in inspect.signature(loss.__call__).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _check_model(arg, model):

@@ -72,7 +72,9 @@ def train_step(model, state, data):
                 (model.metrics_variables, metrics),
             ],
             forward,
-            extra=[(model.trainable_variables, trainable)],
+            # The optimizer's step count is read by losses that need "step".
+            extra=[(model.trainable_variables, trainable),
+                   (model.optimizer.variables, optimizer_values)],
         )
         # Loss scaling (LossScaleOptimizer) reads the optimizer's variables.
         scaled, _ = _stateless(

@@ -1,7 +1,8 @@
 """Distillation losses, called as `loss(teacher_outputs, student_outputs)`.
 
 All losses are `keras.losses.Loss` subclasses computed in float32:
-- `KD`: Hinton's softened-logit KL; `DIST`: Pearson inter-/intra-class relations.
+- `KD`: Hinton's softened-logit KL; `DIST`: Pearson inter-/intra-class relations;
+  `DKD`: decoupled KD (target and non-target terms; needs the labels).
 - `DistributionKL`: KL(teacher || student) of categorical or Gaussian output
   distributions (extracurricular learning); `MeanMSE`: KD on regression means.
 - `FeatureMSE`: FitNets hint loss on intermediate features, with an adapter.
@@ -10,8 +11,10 @@ All losses are `keras.losses.Loss` subclasses computed in float32:
 """
 import keras
 
+from kdtf.losses.base import CONTEXT
 from kdtf.losses.base import DistillationLoss
 from kdtf.losses.dist import DIST
+from kdtf.losses.dkd import DKD
 from kdtf.losses.distribution import DistributionKL
 from kdtf.losses.feature import FeatureMSE
 from kdtf.losses.gaussian import GaussianNLL
@@ -19,17 +22,17 @@ from kdtf.losses.gaussian import MeanMSE
 from kdtf.losses.kd import KD
 
 __all__ = [
-    "DIST", "DistillationLoss", "DistributionKL", "FeatureMSE", "GaussianNLL",
+    "CONTEXT", "DIST", "DKD", "DistillationLoss", "DistributionKL", "FeatureMSE", "GaussianNLL",
     "KD", "MeanMSE", "get",
 ]
 
-_BY_NAME = {"kd": KD, "dist": DIST, "distribution_kl": DistributionKL, "mean_mse": MeanMSE}
+_BY_NAME = {"kd": KD, "dist": DIST, "dkd": DKD, "distribution_kl": DistributionKL, "mean_mse": MeanMSE}
 
 
 def get(identifier, **kwargs):
     """Returns a distillation loss from a name or an instance.
 
-    Names: "kd", "dist", "distribution_kl", "mean_mse" (`FeatureMSE` needs
+    Names: "kd", "dist", "dkd", "distribution_kl", "mean_mse" (`FeatureMSE` needs
     layer names, so it is built directly).
 
     Args:

@@ -1,6 +1,7 @@
 """Shared machinery for distillation losses."""
 import keras
 from keras import ops
+from keras.src.losses import loss as keras_loss
 
 
 class DistillationLoss(keras.losses.Loss):
@@ -11,6 +12,14 @@ class DistillationLoss(keras.losses.Loss):
     the loss under `tf.distribute` are handled by `keras.losses.Loss`. Both
     arguments are cast to float32 before `call`, so the loss is computed in
     float32 even when the models run in mixed precision.
+
+    The loss contract: a loss declares in the class attribute `needs` what it
+    needs besides the two outputs, from `CONTEXT` ("labels": the integer
+    labels of the real rows, or None on synthetic or unlabelled rows;
+    "step": the optimizer's update count, a scalar tensor, for schedules such
+    as warm-ups (None in evaluation, where a warm-up counts as done); "training": True in train steps, for adapters with
+    BatchNorm). `kdtf.Distiller` passes exactly those to `call` as keyword
+    arguments, so a method needs no edit of the Distiller.
 
     Subclasses whose two inputs may differ in shape (feature losses with an
     adapter) set the class attribute `same_shape = False`; otherwise a shape
@@ -30,21 +39,39 @@ class DistillationLoss(keras.losses.Loss):
     # Distiller gives them log-probabilities of softmax-output models (exact)
     # and refuses them on a one-output model.
     logit_loss = False
+    # What the loss needs besides the two outputs, from `CONTEXT`; the
+    # Distiller passes exactly these to `call` as keyword arguments.
+    needs = ()
 
     def __init__(self, name=None, reduction="sum_over_batch_size"):
         super().__init__(name=name, reduction=reduction, dtype="float32")
 
-    def __call__(self, teacher_outputs, student_outputs, sample_weight=None):
+    def __call__(self, teacher_outputs, student_outputs, sample_weight=None, **context):
         teacher_outputs = _as_float32(teacher_outputs)
         student_outputs = _as_float32(student_outputs)
         if self.same_shape:
             check_same_shape(teacher_outputs, student_outputs, type(self).__name__)
-        return super().__call__(
-            teacher_outputs, student_outputs, sample_weight=sample_weight
+        if not context:
+            return super().__call__(
+                teacher_outputs, student_outputs, sample_weight=sample_weight
+            )
+        unknown = sorted(set(context) - set(self.needs))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got {unknown}, which it does not declare in `needs` "
+                f"({list(self.needs)}); valid context names: {list(CONTEXT)}."
+            )
+        values = self.call(teacher_outputs, student_outputs, **context)
+        return keras_loss.reduce_weighted_values(
+            values, sample_weight=sample_weight, reduction=self.reduction, dtype=self.dtype
         )
 
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction}
+
+
+# The names a loss may list in `needs`, and what the Distiller passes.
+CONTEXT = ("labels", "step", "training")
 
 
 def _as_float32(x):

@@ -103,6 +103,8 @@ class FeatureMSE(DistillationLoss):
         self._shapes = (teacher_shape, student_shape)
         return self.adapter
 
+    needs = ("training",)  # the adapter's BatchNorm
+
     def __call__(
         self, teacher_outputs, student_outputs, sample_weight=None, training=None
     ):
