@@ -52,4 +52,7 @@ def __dir__():
     return sorted(list(globals()) + list(_SUBMODULES) + list(_ATTRIBUTES))
 
 
+# TensorFlow's start-up noise (oneDNN, CUDA-not-found, absl pre-init lines) is
+# dropped when kdtf is imported first; `TF_CPP_MIN_LOG_LEVEL` set by the user wins.
+importlib.import_module("kdtf.cli").quiet_tensorflow()
 register_all()
