@@ -23,7 +23,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("pairs", ["mnist1d", "cifar"],
                   "Teacher/student pairs, comma-separated: 'mnist1d' = mnist1d_cnn -> mnist1d_mlp on "
                   "the MNIST-1D training split (float32 signals); 'cifar' = --cifar_teacher -> "
-                  "--cifar_student on random uint8 32x32x3 images with 100 classes (speed only).")
+                  "--cifar_student on random uint8 32x32x3 images with 100 classes (speed only); "
+                  "'applications' = keras.applications ResNet50 -> MobileNetV3Small (random weights, "
+                  "logits out) on random uint8 --applications_image_size images with 1000 classes.")
 flags.DEFINE_list("modes", ["kd", "dist", "extracurricular", "cached"],
                   "kdtf configurations to time besides the baselines (student-only training, teacher "
                   "inference, keras.distillation KD): 'kd' (always timed: the ratios refer to it), "
@@ -67,10 +69,21 @@ flags.DEFINE_string("cifar_student", "mnist_cnn_small",
                     "inputs and 100 classes).")
 flags.DEFINE_integer("cifar_examples", 4096, "Examples in the random CIFAR-shaped training set.",
                      lower_bound=2)
+flags.DEFINE_integer("applications_image_size", 224,
+                     "Image height and width of the 'applications' pair (224 as in ImageNet; "
+                     "smaller for a quick run).", lower_bound=32)
+flags.DEFINE_integer("applications_examples", 256,
+                     "Examples in the random training set of the 'applications' pair (>= "
+                     "--batch_size).", lower_bound=2)
+flags.DEFINE_float("time_budget_s", 0.0,
+                   "Seconds the run may take (0: no limit): no round starts that would end past it "
+                   "and no pair starts once it is spent; the report says what was not run.",
+                   lower_bound=0.0)
 flags.DEFINE_integer("seed", 0, "Seed of the weights, data, shuffles and samplers.", lower_bound=0)
 flags.DEFINE_string("output", "",
                     "Write the markdown report (machine, backend, settings, medians, ratios, the "
                     "exact command) here, e.g. BENCHMARKS.md, and the raw figures to <output>.json; "
+                    "rewritten after every round, so a run cut short leaves its figures; "
                     "'' to print only.")
 
 
@@ -112,17 +125,25 @@ def main(argv):
         rounds=FLAGS.rounds, steps_per_execution=FLAGS.steps_per_execution,
         jit_compile=FLAGS.jit_compile, precision=FLAGS.precision, augment=FLAGS.augment,
         views=FLAGS.views, cifar_teacher=FLAGS.cifar_teacher, cifar_student=FLAGS.cifar_student,
-        cifar_examples=FLAGS.cifar_examples, seed=FLAGS.seed,
+        cifar_examples=FLAGS.cifar_examples,
+        applications_image_size=FLAGS.applications_image_size,
+        applications_examples=FLAGS.applications_examples, seed=FLAGS.seed,
+        time_budget_s=FLAGS.time_budget_s,
     )
     try:
         cfg.validate()  # flag values: status 2, as absl's own flag errors
     except ValueError as e:
         cli.fail(e, status=2)
-    result = benchmark.run(cfg)
+    command = benchmark.command_line()
+
+    def write_report(result):
+        benchmark.write(FLAGS.output, benchmark.to_markdown(result, command))
+        benchmark.write_json(os.path.splitext(FLAGS.output)[0] + ".json", result)
+
+    result = benchmark.run(cfg, progress=write_report if FLAGS.output else None)
     print(benchmark.to_text(result))
     if FLAGS.output:
-        benchmark.write(FLAGS.output, benchmark.to_markdown(result, benchmark.command_line()))
-        benchmark.write_json(os.path.splitext(FLAGS.output)[0] + ".json", result)
+        write_report(result)
         print(f"report: {FLAGS.output}")
 
 

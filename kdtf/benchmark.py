@@ -41,6 +41,17 @@ only batches. `tf.data pipeline alone` iterates that pipeline without a model:
 when it is much faster than the training it feeds, the pipeline is not the
 bottleneck.
 
+Pairs: "mnist1d" and "cifar" use kdtf.models; "applications" is a pair a
+user brings: `keras.applications.ResNet50` (teacher) ->
+`keras.applications.MobileNetV3Small` (student), random weights
+(`weights=None`), logits out (`classifier_activation=None`), on random uint8
+ImageNet-shaped images (`applications_image_size`, 1000 classes).
+
+With `time_budget_s`, no round starts that would end past the budget (and a
+pair that would start past it is left out); the result then says what was
+not run. `run(cfg, progress=...)` hands the result so far to `progress`
+after every round, so that a run cut short still leaves its figures.
+
 Peak memory is the process's peak resident set size during each timed call
 (Linux: `/proc/self/status` VmHWM, reset through `/proc/self/clear_refs`
 before each call; else the process-lifetime peak), and on a JAX GPU the
@@ -61,7 +72,10 @@ import numpy as np
 
 from kdtf.backend.memory import PeakMemory
 
-PAIRS = ("mnist1d", "cifar")
+PAIRS = ("mnist1d", "cifar", "applications")
+APPLICATIONS_TEACHER = "keras.applications.ResNet50"
+APPLICATIONS_STUDENT = "keras.applications.MobileNetV3Small"
+APPLICATIONS_CLASSES = 1000
 MODES = ("kd", "dist", "extracurricular", "cached")
 INPUTS = ("memory", "tfdata")
 IN_STEP = "kdtf KD, augmented in step"
@@ -78,8 +92,11 @@ class BenchConfig:
 
     Attributes:
         pairs: teacher/student pairs to time, from `PAIRS`: "mnist1d"
-            (mnist1d_cnn -> mnist1d_mlp on MNIST-1D) and "cifar" (random uint8
-            32x32x3 images, 100 classes; `cifar_teacher` -> `cifar_student`).
+            (mnist1d_cnn -> mnist1d_mlp on MNIST-1D), "cifar" (random uint8
+            32x32x3 images, 100 classes; `cifar_teacher` -> `cifar_student`)
+            and "applications" (keras.applications ResNet50 ->
+            MobileNetV3Small, random weights, on random uint8 images of
+            `applications_image_size`, 1000 classes).
         modes: kdtf configurations from `MODES`; "kd" is always timed (the
             ratios refer to it).
         inputs: "memory" (one ready batch, repeated) and/or "tfdata" (the real
@@ -100,10 +117,15 @@ class BenchConfig:
         cifar_teacher: kdtf.models name of the CIFAR-shaped teacher.
         cifar_student: kdtf.models name of the CIFAR-shaped student.
         cifar_examples: examples in the random CIFAR-shaped training set.
+        applications_image_size: image height and width of the
+            "applications" pair (>= 32; 224 as in ImageNet).
+        applications_examples: examples in its random training set.
         seed: seed of the weights, data and samplers.
+        time_budget_s: seconds the run may take (0: no limit): no round
+            starts that would end past it; see the module docstring.
     """
 
-    pairs: tuple = PAIRS
+    pairs: tuple = ("mnist1d", "cifar")
     modes: tuple = MODES
     inputs: tuple = INPUTS
     batch_size: int = 128
@@ -118,19 +140,28 @@ class BenchConfig:
     cifar_teacher: str = "resnet20"
     cifar_student: str = "mnist_cnn_small"
     cifar_examples: int = 4096
+    applications_image_size: int = 224
+    applications_examples: int = 256
     seed: int = 0
+    time_budget_s: float = 0.0
 
     def validate(self):
         """Raises ValueError naming the first bad setting; returns self."""
         for name, valid in (("pairs", PAIRS), ("modes", MODES), ("inputs", INPUTS)):
             check_choices(name, getattr(self, name), valid)
         for name, minimum in (("batch_size", 2), ("steps", 2), ("warmup_steps", 1), ("rounds", 1),
-                              ("steps_per_execution", 1), ("views", 1), ("cifar_examples", 2)):
+                              ("steps_per_execution", 1), ("views", 1), ("cifar_examples", 2),
+                              ("applications_image_size", 32), ("applications_examples", 2)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
         check_steps(self.steps, self.steps_per_execution)
         check_examples(self.cifar_examples, self.batch_size)
+        if "applications" in tuple(self.pairs):
+            check_examples(self.applications_examples, self.batch_size, "applications_examples")
+        budget = self.time_budget_s
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0:
+            raise ValueError(f"time_budget_s must be a number >= 0 (0: no limit); got {budget!r}.")
         check_inputs_available(self.inputs)
         if self.jit_compile not in JIT:
             raise ValueError(f"jit_compile: unknown value {self.jit_compile!r}; valid: {', '.join(JIT)}.")
@@ -186,10 +217,10 @@ def check_inputs_available(inputs):
             "imported here; use inputs=memory (e.g. --inputs=memory on a JAX-only machine).")
 
 
-def check_examples(cifar_examples, batch_size):
-    """Raises ValueError when the CIFAR-shaped set is smaller than a batch."""
-    if cifar_examples < batch_size:
-        raise ValueError(f"cifar_examples ({cifar_examples}) must be >= batch_size ({batch_size}).")
+def check_examples(examples, batch_size, name="cifar_examples"):
+    """Raises ValueError when a random training set (`name`) is smaller than a batch."""
+    if examples < batch_size:
+        raise ValueError(f"{name} ({examples}) must be >= batch_size ({batch_size}).")
 
 
 # ------------------------------------------------------------------ machine
@@ -318,6 +349,13 @@ def _pair_settings(cfg, pair):
     if pair == "mnist1d":
         return {"teacher": "mnist1d_cnn", "student": "mnist1d_mlp", "input_dtype": "float32",
                 "data": "MNIST-1D training split (kdtf.data.load('mnist1d'))"}
+    if pair == "applications":
+        size = cfg.applications_image_size
+        return {"teacher": APPLICATIONS_TEACHER, "student": APPLICATIONS_STUDENT,
+                "input_dtype": "uint8",
+                "data": f"{cfg.applications_examples} random uint8 {size}x{size}x3 images, "
+                        f"{APPLICATIONS_CLASSES} classes (ImageNet-shaped); keras.applications "
+                        "models with weights=None, classifier_activation=None"}
     return {"teacher": cfg.cifar_teacher, "student": cfg.cifar_student, "input_dtype": "uint8",
             "data": f"{cfg.cifar_examples} random uint8 32x32x3 images, 100 classes"}
 
@@ -329,6 +367,11 @@ def _load_data(cfg, pair):
         splits = data_lib.load("mnist1d", seed=0)
         return splits.x_train, splits.y_train.astype("int32"), (40,), 10
     rng = np.random.default_rng(cfg.seed)
+    if pair == "applications":
+        shape = (cfg.applications_image_size, cfg.applications_image_size, 3)
+        x = rng.integers(0, 256, size=(cfg.applications_examples,) + shape, dtype=np.uint8)
+        y = rng.integers(0, APPLICATIONS_CLASSES, size=len(x)).astype("int32")
+        return x, y, shape, APPLICATIONS_CLASSES
     x = rng.integers(0, 256, size=(cfg.cifar_examples, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 100, size=cfg.cifar_examples).astype("int32")
     return x, y, (32, 32, 3), 100
@@ -340,8 +383,52 @@ def _build(name, input_shape, num_classes, input_dtype, seed):
     from kdtf import models as models_lib
 
     keras.utils.set_random_seed(seed)
+    if name.startswith("keras.applications."):
+        return applications_model(name, input_shape, num_classes)
     kwargs = {"input_dtype": input_dtype} if input_dtype != "float32" else {}
     return models_lib.get(name, input_shape=input_shape, num_classes=num_classes, **kwargs)
+
+
+def applications_model(name, input_shape, num_classes=APPLICATIONS_CLASSES):
+    """A `keras.applications` model on uint8 images: random weights, logits out.
+
+    The model a user brings, built as they would: `weights=None`,
+    `classifier_activation=None`, one flat functional graph from a uint8
+    input. ResNet50 gets a `Rescaling(1/127.5, offset=-1)` in front (it has
+    no preprocessing of its own); MobileNetV3Small keeps its own
+    (`include_preprocessing=True`, the same rescaling). Either layer casts
+    the bytes to the compute dtype on the device.
+
+    Args:
+        name: `APPLICATIONS_TEACHER` or `APPLICATIONS_STUDENT`.
+        input_shape: `(size, size, 3)`, size >= 32.
+        num_classes: classes of the classifier.
+
+    Returns:
+        A functional `keras.Model`.
+
+    Example:
+        >>> student = applications_model(APPLICATIONS_STUDENT, (64, 64, 3))
+    """
+    import keras
+
+    inputs = keras.Input(shape=input_shape, dtype="uint8", name="input")
+    common = {"weights": None, "input_shape": tuple(input_shape), "classes": num_classes,
+              "classifier_activation": None}
+    if name == APPLICATIONS_TEACHER:
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(inputs)
+        model = keras.applications.ResNet50(input_tensor=x, **common)
+    elif name == APPLICATIONS_STUDENT:
+        model = keras.applications.MobileNetV3Small(input_tensor=inputs, include_preprocessing=True,
+                                                    **common)
+    else:
+        model = None
+    if model is not None:
+        # Built from `input_tensor`, the model's inputs are a one-element
+        # list; the same graph with the single input takes a plain tensor.
+        return keras.Model(inputs, model.outputs[0], name=model.name)
+    raise ValueError(f"unknown keras.applications model {name!r}; valid: "
+                     f"{APPLICATIONS_TEACHER}, {APPLICATIONS_STUDENT}.")
 
 
 def teacher_forward(teacher):
@@ -649,8 +736,19 @@ def ratios(pair):
 
 
 # ------------------------------------------------------------------ running
-def run(cfg, log=None):
-    """Runs the benchmark; returns a JSON-able dict of settings and results."""
+def run(cfg, log=None, progress=None):
+    """Runs the benchmark; returns a JSON-able dict of settings and results.
+
+    Args:
+        cfg: a `BenchConfig`.
+        log: called with each progress line (default: print to stderr).
+        progress: called with the result so far (`complete` False) after
+            every round, e.g. to write the report as the run goes.
+
+    Returns:
+        The result dict; `complete` is False and `stopped` says why when
+        `cfg.time_budget_s` cut rounds or pairs.
+    """
     import keras
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -670,22 +768,45 @@ def run(cfg, log=None):
     start = time.time()
     result = {"settings": dataclasses.asdict(cfg), "backend": backend, "machine": machine(),
               "accelerator": accelerator(), "versions": _versions(), "memory": memory.describe(),
-              "pairs": {}}
+              "pairs": {}, "complete": False, "stopped": ""}
+    budget = cfg.time_budget_s
+    stopped = []
+
+    def stop(message):
+        stopped.append(message)
+        result["stopped"] = "; ".join(stopped)
+        log(message)
+
     try:
         for name in cfg.pairs:
+            if budget and result["pairs"] and time.time() - start > budget:
+                stop(f"pair {name!r} not run: the {budget:g} s time budget was spent")
+                continue
             pair = _Pair(cfg, name, log)
             log(f"[{name}] {pair.settings['teacher']} -> {pair.settings['student']}: "
                 f"{len(pair.contenders)} configurations, warming up")
             pair.warm_up()
+            round_seconds = 0.0
             for r in range(cfg.rounds):
+                if budget and r and time.time() - start + round_seconds > budget:
+                    stop(f"[{name}] {r} of {cfg.rounds} rounds: another ({round_seconds:.0f} s) "
+                         f"would end past the {budget:g} s time budget")
+                    break
+                round_start = time.perf_counter()
                 for contender in pair.contenders:
                     ips = contender.measure(cfg.steps, cfg.batch_size, cfg.steps_per_execution,
                                             memory)
                     log(f"[{name}] round {r + 1}/{cfg.rounds} {contender.label}: {ips:,.0f} images/s")
+                round_seconds = time.perf_counter() - round_start
+                result["pairs"][name] = _pair_result(pair)
+                if progress is not None:
+                    result["seconds"] = time.time() - start
+                    progress(result)
             result["pairs"][name] = _pair_result(pair)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     result["seconds"] = time.time() - start
+    result["complete"] = not stopped
     return result
 
 
@@ -705,6 +826,7 @@ def _pair_result(pair):
         **pair.settings, "teacher_params": pair.teacher_params,
         "student_params": pair.student_params, "num_examples": pair.num_examples,
         "augment": pair.augmented, "tf_data": pair.has_tf, "rows": rows,
+        "rounds_done": min((len(c.ips) for c in pair.contenders), default=0),
         "jit_compile_resolved": sorted({str(c.model.jit_compile) for c in pair.contenders
                                         if c.model is not None}),
         "ratios": [{"name": n, "median": m, "rounds": r} for n, m, r in ratios(pair)],
@@ -765,6 +887,8 @@ def to_text(result):
             c = p["cache"]
             lines.append(f"  teacher cache: {c['views']} view(s), {c['memory_bytes'] / 2**20:.2f} MiB "
                          f"({c['dtype']}), built in {c['build_seconds']:.1f} s")
+    if not result.get("complete", True):
+        lines.append(f"incomplete: {result.get('stopped') or 'cut short'}")
     lines.append("keras.distillation KD used LogitsDistillation(temperature=4, "
                  "loss=keras.losses.KLDivergence()) (softmax probabilities, tau^2 scaling).")
     return "\n".join(lines)
@@ -799,9 +923,14 @@ def to_markdown(result, command):
     ]
     if s["rounds"] < 3:
         lines += ["", f"**Fewer than 3 rounds ({s['rounds']}): a smoke run, not a reference figure.**"]
+    if not result.get("complete", True):
+        lines += ["", "**Incomplete: " + (result.get("stopped") or "the run was still going (or was "
+                                          "cut short) when this was written") + ".**"]
     for name, p in result["pairs"].items():
         lines += [
             "", f"## {name}: {p['teacher']} -> {p['student']}", "",
+            *([f"Rounds measured: {p['rounds_done']} of {s['rounds']}.", ""]
+              if p.get("rounds_done", s["rounds"]) < s["rounds"] else []),
             f"Teacher {p['teacher_params']:,} parameters, student {p['student_params']:,}; data: "
             f"{p['data']}; input dtype {p['input_dtype']}"
             + (" (normalised by a Rescaling layer inside the models)" if p["input_dtype"] == "uint8" else "")
