@@ -66,3 +66,66 @@ def test_the_switch_really_runs_kdtf(tmp_path):
     )
     assert result.returncode != 0
     assert "kdtf switch reached the test" in result.stdout
+
+
+def _pair(seed=0):
+    keras.utils.set_random_seed(seed)
+    t = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="t_out")])
+    s = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, name="s_hidden"),
+                          keras.layers.Dense(4, name="s_out")])
+    return t, s
+
+
+def test_logits_distillation_default_is_real_kd_with_one_warning():
+    import numpy as np
+
+    import kdtf
+    from kdtf.losses import keras_compat
+
+    keras_compat._WARNED.discard("kl")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6)).astype("float32")
+    t, s = _pair()
+    with pytest.warns(UserWarning, match="keras.distillation applies the KL") as record:
+        d = kdtf.Distiller(t, s, keras.distillation.LogitsDistillation(temperature=3.0),
+                           student_loss_weight=0.0)
+        kdtf.Distiller(t, s, keras.distillation.LogitsDistillation(temperature=2.0))
+    assert sum("keras.distillation applies" in str(w.message) for w in record) == 1
+    d.compile(optimizer=keras.optimizers.SGD(0.0))
+    got = d.evaluate(x, verbose=0, return_dict=True)["distillation_loss"]
+    want = float(kdtf.losses.KD(temperature=3.0)(t(x), s(x)))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # keras.distillation's own value is another number (KL of the scaled logits).
+    k = keras.distillation.Distiller(t, s, keras.distillation.LogitsDistillation(temperature=3.0),
+                                     student_loss_weight=0.0)
+    k.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    theirs = float(k.compute_loss(x=x, y=None, y_pred=s(x)))
+    assert abs(theirs - want) > 1e-3 * abs(want)
+
+
+def test_a_user_written_distillation_loss_subclass_trains():
+    import numpy as np
+
+    import kdtf
+
+    class MeanGap(keras.distillation.DistillationLoss):
+        """A user's own loss: squared gap of the mean logits."""
+
+        def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+            gap = keras.ops.mean(teacher_outputs, axis=-1) - keras.ops.mean(student_outputs, axis=-1)
+            return keras.ops.mean(gap ** 2)
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    t, s = _pair(1)
+    d = kdtf.Distiller(t, s, [MeanGap(), keras.distillation.FeatureDistillation(
+        loss="mse", teacher_layer_name="t_out", student_layer_name="s_out")],
+        distillation_loss_weights=[2.0, 0.5], student_loss_weight=0.0)
+    d.compile(optimizer=keras.optimizers.SGD(0.0))
+    got = d.evaluate(x, verbose=0, return_dict=True)["distillation_loss"]
+    tx, sx = keras.ops.convert_to_numpy(t(x)), keras.ops.convert_to_numpy(s(x))
+    want = 2.0 * np.mean((tx.mean(-1) - sx.mean(-1)) ** 2) + 0.5 * np.mean((tx - sx) ** 2)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    d.compile(optimizer=keras.optimizers.Adam(1e-2))
+    h = d.fit(x, epochs=5, verbose=0).history["distillation_loss"]
+    assert h[-1] < h[0]
