@@ -184,7 +184,7 @@ def run(argv_flags):
 
     from kdtf import experiment
 
-    model = experiment.load_model(argv_flags.model, "--model")
+    model = experiment.load_model(argv_flags.model, "--model", compile=False)
     if argv_flags.format == "saved_model":
         path = export.saved_model(
             model, argv_flags.output, overwrite=argv_flags.overwrite)
