@@ -21,7 +21,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "adapters", "augmentation", "benchmark", "caching", "callbacks", "cli", "data", "distribute",
+    "adapters", "atomic", "augmentation", "benchmark", "caching", "callbacks", "cli", "data", "distribute",
     "experiment", "export", "heads", "losses", "metrics", "models", "regression",
     "report", "samplers", "stagewise",
 )
@@ -35,9 +35,17 @@ SERIALIZABLE_MODULES = ("kdtf.distiller", "kdtf.losses", "kdtf.samplers", "kdtf.
 
 
 def register_all():
-    """Imports every kdtf module that registers Keras-serializable classes."""
+    """Imports every kdtf module that registers Keras-serializable classes.
+
+    On a machine without TensorFlow (Keras on JAX), the modules that need it
+    (`kdtf.caching`) are left out; everything else registers.
+    """
     for name in SERIALIZABLE_MODULES:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith("tensorflow"):
+                raise
 
 
 def __getattr__(name):  # noqa: E302

@@ -183,7 +183,7 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         from kdtf.backend import memory
-        from kdtf.export.atomic import atomic_path, atomic_write_bytes
+        from kdtf.atomic import atomic_path, atomic_write_bytes
 
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch-{epoch + 1:06d}"

@@ -17,8 +17,8 @@ under the requested name.
 >>> export.saved_model(student, "/tmp/student_savedmodel")  # doctest: +SKIP
 """
 
-from kdtf.export.atomic import atomic_path
-from kdtf.export.atomic import atomic_write_bytes
+from kdtf.atomic import atomic_path
+from kdtf.atomic import atomic_write_bytes
 from kdtf.export.saved_model import saved_model
 from kdtf.export.tflite import DEFAULT_MIN_AGREEMENT
 from kdtf.export.tflite import QUANTIZATIONS

@@ -5,7 +5,7 @@ import os
 import keras
 import tensorflow as tf
 
-from kdtf.export import atomic
+from kdtf import atomic
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "inputs"

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdtf import cli
-from kdtf.export import atomic
+from kdtf import atomic
 from kdtf.export.saved_model import SIGNATURE_KEY
 from kdtf.export.saved_model import input_spec
 from kdtf.export.saved_model import write_saved_model

@@ -172,7 +172,7 @@ def test_converter_failure_leaves_no_partial_file(tiny_model, tmp_path,
 
 def test_write_failure_leaves_no_partial_file(tiny_model, tmp_path,
                                               monkeypatch):
-    atomic_module = importlib.import_module("kdtf.export.atomic")
+    atomic_module = importlib.import_module("kdtf.atomic")
 
     def fail(_):
         raise OSError("disk full")

@@ -1,9 +1,9 @@
-"""Tests for kdtf.export.atomic: atomic, overwrite-safe writes."""
+"""Tests for kdtf.atomic: atomic, overwrite-safe writes."""
 import os
 
 import pytest
 
-from kdtf.export import atomic
+from kdtf import atomic
 
 
 def _entries(directory):
@@ -123,3 +123,15 @@ def test_bad_arguments():
         atomic.atomic_write_bytes("/tmp/kdtf_unused.bin", "text")
     with pytest.raises(TypeError, match="path"):
         atomic.check_destination("")
+
+
+def test_the_old_module_name_still_works_with_a_warning():
+    import importlib
+    import sys
+
+    import pytest
+
+    sys.modules.pop("kdtf.export.atomic", None)
+    with pytest.warns(DeprecationWarning, match="kdtf.atomic"):
+        old = importlib.import_module("kdtf.export.atomic")
+    assert old.atomic_path is atomic.atomic_path
