@@ -280,3 +280,82 @@ def fail(message, status=1):
 
 # Before TensorFlow loads where nothing imported it before kdtf.cli.
 set_log_levels()
+
+
+def define_flags(config_cls, names=None, defaults=None, flag_values=None):
+    """Defines one absl flag per field of the dataclass `config_cls`.
+
+    Each field's `metadata` gives the flag's help (`"help"`), choices
+    (`"choices"`: an enum flag), bounds (`"lower_bound"`, `"upper_bound"`) and,
+    where the default is None, its type (`"type"`). The flags then have the
+    library's defaults by construction (`kdtf.experiment.RunConfig`).
+
+    Args:
+        config_cls: a dataclass whose fields carry that metadata.
+        names: the fields to define (default: all).
+        defaults: `{name: value}` defaults that differ for this app.
+        flag_values: the `absl.flags.FlagValues` (default: `absl.flags.FLAGS`).
+
+    Returns:
+        The names of the defined flags.
+
+    Example:
+
+    >>> define_flags(kdtf.experiment.RunConfig)
+    """
+    import dataclasses
+
+    from absl import flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    defaults = defaults or {}
+    defined = []
+    # The flags belong to the calling app (its --helpshort lists them), as absl
+    # attributes flags to the module that defines them.
+    module = sys._getframe(1).f_globals.get("__name__", "")
+    module_name = sys.argv[0] if module == "__main__" else module
+    own = {"flag_values": flag_values, "module_name": module_name}
+    for field in dataclasses.fields(config_cls):
+        if names is not None and field.name not in names:
+            continue
+        meta = field.metadata
+        default = defaults.get(field.name, field.default)
+        help_text = meta.get("help", field.name)
+        kind = meta.get("type", field.type)
+        bounds = {k: meta[k] for k in ("lower_bound", "upper_bound") if k in meta}
+        if "choices" in meta:
+            flags.DEFINE_enum(field.name, default, list(meta["choices"]), help_text, **own)
+        elif kind is bool:
+            flags.DEFINE_bool(field.name, default, help_text, **own)
+        elif kind is int:
+            flags.DEFINE_integer(field.name, default, help_text, **own, **bounds)
+        elif kind is float:
+            flags.DEFINE_float(field.name, default, help_text, **own, **bounds)
+        else:
+            flags.DEFINE_string(field.name, default, help_text, **own)
+        defined.append(field.name)
+    return defined
+
+
+def config_from_flags(config_cls, names=None, flag_values=None, **overrides):
+    """The `config_cls` instance of the parsed flags that `define_flags` made.
+
+    Args:
+        config_cls: the dataclass.
+        names: the fields taken from flags (default: all); the others keep
+            their defaults.
+        flag_values: the `absl.flags.FlagValues` (default: `absl.flags.FLAGS`).
+        **overrides: fields set here rather than from flags.
+
+    Returns:
+        A `config_cls`.
+    """
+    import dataclasses
+
+    from absl import flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    settings = {f.name: flag_values[f.name].value for f in dataclasses.fields(config_cls)
+                if (names is None or f.name in names) and f.name in flag_values}
+    settings.update(overrides)
+    return config_cls(**settings)

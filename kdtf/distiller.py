@@ -127,7 +127,8 @@ class Distiller(keras.Model):
         super().__init__(name=name, **kwargs)
         _check_model("teacher", teacher)
         _check_model("student", student)
-        _check_compatible(teacher, student)
+        _check_compatible(teacher, student, outputs=not _reads_features_only(
+            distillation_losses, student_loss_weight))
         _check_single_output(teacher, "teacher")
         _check_single_output(student, "student")
         self.teacher = teacher
@@ -354,7 +355,7 @@ class Distiller(keras.Model):
             callbacks.insert(0, NonFiniteGuard())
         if not any(isinstance(c, LeakGuard) for c in callbacks):
             callbacks.append(LeakGuard())
-        if "tensorflow" in sys.modules:  # else `x` is no tf.data.Dataset (JAX without TF)
+        if _is_tf_dataset(x):
             from kdtf.data import one_iterator_per_fit
 
             x, kwargs["steps_per_epoch"] = one_iterator_per_fit(x, kwargs.get("steps_per_epoch"))
@@ -736,6 +737,17 @@ def _check_model(arg, model):
         )
 
 
+def _is_tf_dataset(x):
+    """Whether `x` is a `tf.data.Dataset`, without importing TensorFlow.
+
+    A dataset can only exist once TensorFlow is imported, so where it is not
+    (Keras on JAX alone) nothing is one.
+    """
+    tf = sys.modules.get("tensorflow")
+    data = getattr(tf, "data", None)
+    return data is not None and isinstance(x, data.Dataset)
+
+
 def _get_loss(loss):
     """A kdtf loss from a name or instance; Keras distillation losses as they are."""
     if is_keras_distillation_loss(loss):
@@ -827,9 +839,17 @@ def _input_shape(model):
     return tuple(inputs[0].shape[1:])
 
 
-def _check_compatible(teacher, student):
+def _reads_features_only(losses, student_loss_weight):
+    """No task loss, and every loss reads named layers of both models: the outputs
+    are compared by nothing (SSKD's stage phases distil stage-prefix models)."""
+    losses = list(losses) if isinstance(losses, (list, tuple)) else [losses]
+    return student_loss_weight == 0 and bool(losses) and all(
+        _feature_name(loss, "teacher") and _feature_name(loss, "student") for loss in losses)
+
+
+def _check_compatible(teacher, student, outputs=True):
     """Static shape checks that keras.distillation also makes, with clearer errors."""
-    for kind in ("inputs", "outputs"):
+    for kind in ("inputs", "outputs") if outputs else ("inputs",):
         try:
             t, s = getattr(teacher, kind), getattr(student, kind)
         except (AttributeError, ValueError):

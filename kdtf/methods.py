@@ -1,0 +1,205 @@
+"""The method registry: every distillation method kdtf's runs know, in one table.
+
+A `Method` names its loss (or training procedure), the settings it adds to a
+run, and how it builds the `Distiller` arguments from a run's settings. The
+run pipeline (`kdtf.experiment`), the apps' `--method` choices and flags, the
+study tables and the docs all read `REGISTRY`, so adding a method is one loss
+file in `kdtf/losses/`, its test, and one `register(Method(...))` here:
+
+```python
+register(Method(
+    "dkd", "DKD: KD decoupled into target and non-target terms (Zhao et al. 2022)",
+    settings=(Setting("dkd_beta", 8.0, "Weight of DKD's non-target term.", lower_bound=0.0),),
+    build=lambda cfg, ctx: {"distillation_losses": losses.DKD(beta=cfg.dkd_beta)},
+))
+```
+
+`build(cfg, ctx)` gets the run's settings (a `kdtf.experiment.RunConfig`,
+whose fields include every registered `Setting`) and a `BuildContext` with the
+models and the pipeline's services, and returns keyword arguments of
+`kdtf.Distiller` (`distillation_losses`, and optionally
+`distillation_loss_weights`, `sampler`, `synthetic_loss_weight`,
+`synthetic_ratio`); `student_loss_weight` and `seed` come from the run.
+"""
+import dataclasses
+from typing import Any, Callable, Optional
+
+from kdtf import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """A run setting a method adds (a `RunConfig` field and an app flag).
+
+    Args:
+        name: the field and flag name, prefixed by the method's name
+            (`dkd_beta`) unless shared.
+        default: its default (its type is the setting's type).
+        help: one sentence for `--help` and the docs.
+        choices: allowed values, for a string setting.
+        lower_bound: least allowed value, for a number.
+        upper_bound: largest allowed value, for a number.
+    """
+
+    name: str
+    default: Any
+    help: str
+    choices: Optional[tuple] = None
+    lower_bound: Optional[float] = None
+    upper_bound: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+    """What a method's `build` may use besides the run's settings.
+
+    Attributes:
+        teacher: the teacher `keras.Model`.
+        student: the student `keras.Model`.
+        steps_per_epoch: optimizer steps per training epoch.
+        sampler: `sampler()` returns the run's fitted synthetic-input sampler.
+        stage_pairs: `stage_pairs()` returns `(teacher_layers, student_layers)`
+            from the run's `stages` setting (validated against both models),
+            or None when the setting is empty.
+        middle_stage: `middle_stage(model)` names a model's middle stage.
+    """
+
+    teacher: Any
+    student: Any
+    steps_per_epoch: int
+    sampler: Callable
+    stage_pairs: Callable
+    middle_stage: Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One entry of the registry.
+
+    Args:
+        name: the `--method` value.
+        summary: one line for `--help`, study tables and the docs.
+        build: `build(cfg, ctx)` -> `kdtf.Distiller` keyword arguments; None
+            for methods that are not one Distiller run (`trainer`).
+        settings: the `Setting`s the method adds.
+        trainer: "distiller" (one `kdtf.Distiller` run), "plain" (the
+            student alone on labels) or "sskd" (stage-by-stage phases).
+        label: the row name in result tables.
+    """
+
+    name: str
+    summary: str
+    build: Optional[Callable] = None
+    settings: tuple = ()
+    trainer: str = "distiller"
+    label: str = ""
+
+
+REGISTRY = {}
+
+
+def register(method):
+    """Adds `method` to `REGISTRY`; its name and setting names must be new."""
+    if method.name in REGISTRY:
+        raise ValueError(f"method {method.name!r} is registered already.")
+    taken = {s.name for m in REGISTRY.values() for s in m.settings}
+    clash = sorted(taken & {s.name for s in method.settings})
+    if clash:
+        raise ValueError(f"method {method.name!r}: settings {clash} are registered already.")
+    if method.trainer not in ("distiller", "plain", "sskd"):
+        raise ValueError(f"method {method.name!r}: unknown trainer {method.trainer!r}.")
+    if method.trainer == "distiller" and method.build is None:
+        raise ValueError(f"method {method.name!r}: a distiller method needs `build`.")
+    REGISTRY[method.name] = method
+    return method
+
+
+def get(name):
+    """The `Method` called `name`; a ValueError lists the valid names."""
+    if name not in REGISTRY:
+        raise ValueError(f"method: unknown value {name!r}; valid values: {', '.join(REGISTRY)}.")
+    return REGISTRY[name]
+
+
+def names():
+    """Every registered method name, in registration order."""
+    return tuple(REGISTRY)
+
+
+def settings():
+    """Every setting the registered methods add, in registration order."""
+    return tuple(s for m in REGISTRY.values() for s in m.settings)
+
+
+def _kd(cfg, ctx):
+    return {"distillation_losses": losses.KD(temperature=cfg.temperature)}
+
+
+def _extracurricular(cfg, ctx):
+    return {"distillation_losses": losses.KD(temperature=cfg.temperature), "sampler": ctx.sampler(),
+            "synthetic_loss_weight": cfg.synthetic_loss_weight,
+            "synthetic_ratio": cfg.synthetic_ratio}
+
+
+def _fitnets(cfg, ctx):
+    names = ctx.stage_pairs()
+    if names is None:
+        pair = (ctx.middle_stage(ctx.teacher), ctx.middle_stage(ctx.student))
+    elif len(names[0]) == 1:
+        pair = (names[0][0], names[1][0])
+    else:
+        raise ValueError(f"stages: fitnets matches one stage; got {cfg.stages!r}.")
+    return {"distillation_losses": [losses.FeatureMSE(*pair)],
+            "distillation_loss_weights": [cfg.feature_weight]}
+
+
+register(Method("none", "ERM: the student on labels alone, no teacher", trainer="plain",
+                label="student, ERM (labels only)"))
+register(Method("kd", "KD: Hinton's softened-logit KL (Hinton et al. 2015)", _kd, label="student, KD"))
+register(Method(
+    "dist", "DIST: Pearson inter- and intra-class relations of softened outputs (Huang et al. 2022)",
+    lambda cfg, ctx: {"distillation_losses": losses.DIST(
+        temperature=cfg.temperature, global_batch=cfg.dist_global_batch)},
+    settings=(Setting("dist_global_batch", False,
+                      "With --method=dist under a strategy: DIST's intra-class correlations over "
+                      "the global batch (one all-gather per step) instead of per replica."),),
+    label="student, DIST"))
+register(Method(
+    "dkd", "DKD: KD decoupled into target and non-target terms (Zhao et al. 2022)",
+    lambda cfg, ctx: {"distillation_losses": losses.DKD(
+        alpha=cfg.dkd_alpha, beta=cfg.dkd_beta, temperature=cfg.temperature,
+        warmup_steps=int(round(cfg.dkd_warmup_epochs * ctx.steps_per_epoch)))},
+    settings=(
+        Setting("dkd_alpha", 1.0, "Weight of DKD's target-class term.", lower_bound=0.0),
+        Setting("dkd_beta", 8.0, "Weight of DKD's non-target-class term (the paper's CIFAR-100 "
+                "value; it tunes beta per pair).", lower_bound=0.0),
+        Setting("dkd_warmup_epochs", 5.0, "Epochs over which DKD's loss grows linearly from 0 "
+                "(the paper: 20 of 240).", lower_bound=0.0),
+    ),
+    label="student, DKD"))
+register(Method(
+    "extracurricular", "extracurricular learning: KD on real and on synthetic inputs drawn by "
+    "--sampler", _extracurricular,
+    settings=(
+        Setting("sampler", "mixup", "Synthetic inputs for --method=extracurricular: mixup "
+                "(Beta-mixed pairs), cutmix (pasted boxes, images only), noise (Gaussian kernel "
+                "density around real inputs), gmm (Gaussian mixture fitted to the training "
+                "inputs), uniform (input box).", choices=("mixup", "cutmix", "noise", "gmm", "uniform")),
+        Setting("synthetic_loss_weight", 1.0, "Weight of the distillation loss on synthetic inputs "
+                "relative to real ones.", lower_bound=0.0),
+        Setting("synthetic_ratio", 1.0, "Synthetic examples per real example in each batch.",
+                lower_bound=0.0),
+    ),
+    label="student, extracurricular"))
+register(Method(
+    "fitnets", "FitNets: task loss plus --feature_weight times a feature MSE at one stage "
+    "(--stages) (Romero et al. 2015)", _fitnets,
+    settings=(Setting("feature_weight", 1.0, "Weight of the FitNets feature loss "
+                      "(--method=fitnets).", lower_bound=0.0),),
+    label="student, FitNets"))
+register(Method(
+    "sskd", "SSKD: stage-by-stage backbone mimicking (--stage_epochs each), then --epochs of head "
+    "training", trainer="sskd",
+    settings=(Setting("stage_epochs", 10, "Epochs of each SSKD backbone phase (--method=sskd).",
+                      lower_bound=1),),
+    label="student, SSKD"))

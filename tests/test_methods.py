@@ -1,0 +1,81 @@
+"""The method registry (`kdtf.methods`) is the one list of methods and their settings."""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+
+import kdtf
+from kdtf import cli, experiment, methods
+
+
+def _flags():
+    values = flags.FlagValues()
+    cli.define_flags(experiment.RunConfig, flag_values=values)
+    values(["prog"])
+    return values
+
+
+def test_every_method_is_a_run_choice_and_a_flag_choice():
+    assert experiment.METHODS == methods.names()
+    assert {"none", "kd", "dist", "dkd", "extracurricular", "fitnets", "sskd"} <= set(methods.names())
+    assert list(_flags()["method"].parser.enum_values) == list(methods.names())
+
+
+def test_flag_defaults_are_the_library_defaults():
+    values = _flags()
+    for field in dataclasses.fields(experiment.RunConfig):
+        assert values[field.name].value == field.default, field.name
+    # A config from the default flags is the default config.
+    assert cli.config_from_flags(experiment.RunConfig, flag_values=values) == experiment.RunConfig()
+
+
+def test_every_method_setting_is_a_run_field():
+    fields = {f.name: f for f in dataclasses.fields(experiment.RunConfig)}
+    for setting in methods.settings():
+        assert fields[setting.name].default == setting.default
+        assert fields[setting.name].metadata["help"] == setting.help
+
+
+def test_bounds_and_choices_are_checked_from_the_declaration():
+    with pytest.raises(ValueError, match="dkd_beta must be >= 0"):
+        experiment.RunConfig(method="dkd", dkd_beta=-1.0).validate()
+    with pytest.raises(ValueError, match="sampler: unknown value 'nope'"):
+        experiment.RunConfig(sampler="nope").validate()
+    with pytest.raises(ValueError, match="epochs must be a int"):
+        experiment.RunConfig(epochs="3").validate()
+
+
+def test_dkd_is_built_from_its_registry_entry():
+    teacher = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    cfg = experiment.RunConfig(method="dkd", dkd_beta=2.0, dkd_warmup_epochs=1.5, temperature=3.0)
+    d = experiment.make_distiller(cfg, teacher, student, "dkd", steps_per_epoch=10)
+    (loss,) = d.distillation_losses
+    assert isinstance(loss, kdtf.losses.DKD)
+    assert (loss.beta, loss.temperature, loss.warmup_steps) == (2.0, 3.0, 15)
+
+
+def test_register_refuses_a_second_entry_of_a_name_or_setting():
+    with pytest.raises(ValueError, match="registered already"):
+        methods.register(methods.Method("kd", "again", build=lambda cfg, ctx: {}))
+    with pytest.raises(ValueError, match="registered already"):
+        methods.register(methods.Method("kd2", "x", build=lambda cfg, ctx: {},
+                                        settings=(methods.Setting("dkd_beta", 1.0, "x"),)))
+    assert "kd2" not in methods.REGISTRY
+
+
+def test_study_tables_name_rows_from_the_registry():
+    rows = {"teacher": [0.9, 0.91], "dkd": [0.7, 0.72], "details": []}
+    table = experiment.study_table(rows)
+    assert "| student, DKD |" in table
+
+
+def test_the_readme_lists_every_method():
+    import os
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
+        readme = f.read()
+    for name in methods.names():
+        assert f"`--method={name}" in readme, name
