@@ -35,16 +35,14 @@ teacher) and, to be trained as a student, `stage_submodels()` (a list of
 K + 1 layers: the stages, then the head, each taking the previous one's
 output).
 """
+import hashlib
 import json
 import os
 
 import keras
 import numpy as np
-from keras import ops
 
 from kdtf.losses.feature import FeatureMSE
-
-CHECKPOINT_FILE = "stagewise_checkpoint.npz"
 
 
 # ----------------------------------------------------------------- views
@@ -362,66 +360,6 @@ class _StageOutput(keras.Model):
         return self.model.stage_outputs(x, training=training)[self.index]
 
 
-class _Chain(keras.Model):
-    """Runs layers one after another (a prefix of a subclassed student)."""
-
-    def __init__(self, parts, **kwargs):
-        super().__init__(**kwargs)
-        self.parts = list(parts)
-
-    def call(self, x, training=False):
-        for part in self.parts:
-            x = part(x, training=training)
-        return x
-
-
-# -------------------------------------------------------------- training
-class _BackbonePhase(keras.Model):
-    """Phase k: train stage k (and its adapter) to match teacher stage k."""
-
-    def __init__(self, teacher_stage, prefix, stage, feature_loss, **kwargs):
-        super().__init__(**kwargs)
-        self.teacher_stage = teacher_stage
-        self.prefix = prefix
-        self.stage = stage
-        self.adapter = feature_loss.adapter  # tracked: trained with stage k
-        self._feature_loss = feature_loss
-
-    def call(self, x, training=False):
-        target = ops.stop_gradient(self.teacher_stage(x, training=False))
-        if self.prefix is not None:
-            x = ops.stop_gradient(self.prefix(x, training=False))
-        features = self.stage(x, training=training)
-        self.add_loss(self._feature_loss(target, features, training=training))
-        return features
-
-
-class _HeadPhase(keras.Model):
-    """Phase K+1: train the head on labels; the backbone is frozen."""
-
-    def __init__(self, backbone, head, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone = backbone
-        self.head = head
-
-    def call(self, x, training=False):
-        features = ops.stop_gradient(self.backbone(x, training=False))
-        return self.head(features, training=training)
-
-
-class _Checkpoint(keras.callbacks.Callback):
-    def __init__(self, owner, directory, phase):
-        super().__init__()
-        self.owner = owner
-        self.directory = directory
-        self.phase = phase
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.owner._save_checkpoint(
-            self.directory, self.phase, epoch + 1, self.model.optimizer
-        )
-
-
 def split_stages(stages):
     """`stages` as `(teacher_names, student_names)`.
 
@@ -453,29 +391,159 @@ def split_stages(stages):
     return t_names, s_names
 
 
+# ------------------------------------------------------- multi-phase runs
+class Phase:
+    """One training run of a multi-phase schedule, for `run_phases`.
+
+    Args:
+        name: the phase's name: its key in the returned histories and its
+            backup folder.
+        epochs: epochs to train; 0 skips the phase.
+        build: a function returning the phase's compiled `keras.Model`,
+            called when the phase runs (inside the caller's distribution
+            strategy scope, if any).
+        fit_args: arguments of `model.fit` besides `epochs`, `callbacks` and
+            `verbose` (`x`, `y`, `batch_size`, `validation_data`, ...).
+        on_start: optional function called before the phase's first epoch,
+            after the model is built; not called when a backup is restored.
+        callbacks: optional function `model -> list of callbacks` run before
+            the backup at each epoch end (so that what they change is saved).
+        header: a line printed when the phase starts (with `verbose`).
+    """
+
+    def __init__(self, name, epochs, build, fit_args, on_start=None, callbacks=None, header=None):
+        self.name = name
+        self.epochs = _check_epochs("epochs", epochs)
+        self.build = build
+        self.fit_args = dict(fit_args)
+        self.on_start = on_start
+        self.callbacks = callbacks
+        self.header = header or name
+
+
+def run_phases(phases, checkpoint_dir=None, callbacks=None, verbose="auto", fingerprint=None):
+    """Runs `phases` one after another, each a `model.fit`, resumable.
+
+    With `checkpoint_dir`, every phase backs up after each epoch with
+    `kdtf.callbacks.BackupAndRestore` into `<checkpoint_dir>/phase<i>_<name>`
+    (kept after the phase ends). A rerun restores each phase's latest
+    backup: a phase that finished is restored without training (and without
+    its `on_start`), an interrupted one continues at its next epoch. A backup
+    of other settings (other epochs, weight shapes or `fingerprint`) is an
+    error naming its directory.
+
+    Args:
+        phases: a list of `Phase`s.
+        checkpoint_dir: optional directory of the backups.
+        callbacks: Keras callbacks passed to every phase's `fit`.
+        verbose: Keras verbosity; also prints each phase's header.
+        fingerprint: optional string identifying the run, part of every
+            backup's fingerprint.
+
+    Returns:
+        A dict mapping the names of the phases that trained in this call to
+        their Keras history dicts.
+
+    Example:
+
+    ```python
+    histories = run_phases([
+        Phase("pretrain", 5, make_pretraining_model, {"x": x_unlabeled}),
+        Phase("finetune", 3, make_classifier, {"x": x, "y": y}),
+    ], checkpoint_dir="runs/two_phase")
+    ```
+    """
+    from kdtf import callbacks as callbacks_lib
+
+    histories = {}
+    for index, phase in enumerate(phases, 1):
+        if phase.epochs == 0:
+            continue
+        model = phase.build()
+        phase_callbacks = list(phase.callbacks(model)) if phase.callbacks else []
+        backup = None
+        if checkpoint_dir is not None:
+            settings = {"phase": phase.name, "epochs": phase.epochs, "run": fingerprint,
+                        "shapes": [list(w.shape) for w in model.weights]}
+            backup = callbacks_lib.BackupAndRestore(
+                os.path.join(checkpoint_dir, f"phase{index}_{phase.name}"),
+                fingerprint=hashlib.sha1(json.dumps(settings).encode()).hexdigest(),
+                delete_checkpoint=False,
+            )
+            phase_callbacks.append(backup)
+        phase_callbacks.append(_PhaseStart(phase, f"Phase {index} of {len(phases)}", backup, verbose))
+        history = model.fit(**phase.fit_args, epochs=phase.epochs, verbose=verbose,
+                            callbacks=phase_callbacks + list(callbacks or []))
+        if history.epoch:
+            histories[phase.name] = history.history
+    return histories
+
+
+class _PhaseStart(keras.callbacks.Callback):
+    """Prints a phase's header and runs its `on_start`, unless restored."""
+
+    def __init__(self, phase, label, backup, verbose):
+        super().__init__()
+        self.phase, self.label, self.backup, self.verbose = phase, label, backup, verbose
+
+    def on_train_begin(self, logs=None):
+        done = self.backup.restored_epoch if self.backup is not None else 0
+        if done >= self.phase.epochs:
+            return  # finished before: restored, nothing to train
+        if self.verbose:
+            resumed = f", resuming at epoch {done + 1}" if done else ""
+            print(f"{self.label}: {self.phase.header}, {self.phase.epochs} epochs{resumed}",
+                  flush=True)
+        if not done and self.phase.on_start is not None:
+            self.phase.on_start()
+
+
+class _KeepBetterHead(keras.callbacks.Callback):
+    """After the head phase's last epoch: back to the closed-form head if better."""
+
+    def __init__(self, owner, epochs, data, batch_size, verbose):
+        super().__init__()
+        self.owner, self.epochs, self.data = owner, epochs, data
+        self.batch_size, self.verbose = batch_size, verbose
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            self.owner._keep_better_head(self.model, self.data, self.batch_size, self.verbose)
+
+
+# -------------------------------------------------------------- training
 class StagewiseDistiller:
     """Stage-by-stage knowledge distillation (SSKD), with a `fit` API.
 
     The student is split into backbone stages 1..K and a head, the teacher
-    into stages 1..K. `fit` runs K + 1 phases, each with its own epochs and a
-    fresh optimizer:
+    into stages 1..K. `fit` runs K + 1 phases with `run_phases`, each with its
+    own epochs and a fresh optimizer:
 
-    * Phase k <= K trains student stage k and an adapter `A_k` to minimise
-      `mean((A_k(F_S^k(x)) - F_T^k(x))^2)`. Stages 1..k-1 are frozen and run
-      in inference mode (their weights and BatchNorm statistics do not
-      change), stages after k are not computed. Inputs only: unlabelled
-      data can serve these phases.
-    * Phase K+1 freezes the backbone (inference mode) and trains the head
-      with the task loss on labelled data. By default (`head_init`) the
-      head's final Dense layer first gets a closed-form ridge fit on the
-      frozen features, and the gradient epochs that follow are kept only if
-      they lower the task loss on the labelled data: the adapters' BatchNorm
-      leaves the scale of the student features free, and a head trained
-      from scratch with a fixed learning rate depends on that scale.
+    * Phase k <= K is a `kdtf.Distiller` run (`phase_model(k)`): the teacher
+      and the student cut after their stage k (`stage_models`), the loss
+      `kdtf.losses.FeatureMSE` between the two stage-k features, i.e.
+      `mean((A_k(F_S^k(x)) - F_T^k(x))^2)` with an adapter `A_k`, and
+      `student_loss_weight=0` (no task loss). Stages 1..k-1 are frozen
+      (`trainable = False`, so their BatchNorm runs in inference mode and
+      their weights and statistics do not change), stages after k are not
+      computed. Inputs only: unlabelled data can serve these phases. The
+      Distiller brings the non-finite-loss guard, the folded teacher and
+      the distribution strategies.
+    * Phase K+1 freezes the backbone and trains the head with the task loss
+      on labelled data, as a plain `keras.Model` (the student's layers) and
+      `fit`. By default (`head_init`) the head's final Dense layer first gets
+      a closed-form ridge fit on the frozen features, and the gradient
+      epochs that follow are kept only if they lower the task loss on the
+      labelled data: the adapters' BatchNorm leaves the scale of the student
+      features free, and a head trained from scratch with a fixed learning
+      rate depends on that scale.
 
     There is no loss weight to tune. The adapters (1x1 conv / dense + BN, see
     `kdtf.adapters`) live in `feature_losses[k].adapter`, not in the student.
-    The teacher is frozen and always run with `training=False`.
+    The teacher is frozen and always run in inference mode. Build it, the
+    student and this object inside a `tf.distribute` strategy's scope, and
+    `fit` there, to train on several devices or workers (pass datasets
+    sharded with `kdtf.distribute.shard_by_data` for multi-worker runs).
 
     Args:
         teacher: a trained `keras.Model` (functional, or subclassed with
@@ -499,6 +567,11 @@ class StagewiseDistiller:
         input_shape: shape of one input; needed only for subclassed models.
         compile_options: extra `keras.Model.compile` arguments of every
             phase, e.g. `{"jit_compile": True}` or `{"run_eagerly": True}`.
+        init_adapters: before each backbone phase, set the adapter's
+            BatchNorm scale/offset to the per-channel std/mean of the
+            teacher's features on the first batch (see
+            `Adapter.initialize_from_targets`), so that it starts at the
+            teacher's scale. Defaults to True.
         head_init: how the head phase starts. "ridge": before training the
             head, fit its final `Dense` layer in closed form on the frozen
             features of the labelled data (ridge regression of one-hot
@@ -506,27 +579,20 @@ class StagewiseDistiller:
             generalised cross-validation, then one logit scale fitted to
             minimise the cross-entropy); after the `head_epochs` of gradient
             training, if the task loss on the labelled data is higher than
-            at that starting point, the head goes back to it. This makes the
-            head phase independent of the scale of the frozen features
-            (which the BatchNorm adapters leave free; a head trained from
-            its random initialisation with a fixed learning rate can stay
-            at chance when they are small, or overshoot when they are
-            large). It needs a head ending in a linear `Dense` layer on
-            `[batch, d]` features (`d <= MAX_RIDGE_FEATURES`) and a
+            at that starting point, the head goes back to it (before the
+            last backup, so a resumed finished run restores the head kept).
+            It needs a head ending in a linear `Dense` layer on `[batch, d]`
+            features (`d <= MAX_RIDGE_FEATURES`) and a
             (Sparse)CategoricalCrossentropy loss with `from_logits=True`.
             "auto" (default): "ridge" when those hold, else None. None: the
-            head starts from its current weights (the behaviour before
-            this option existed). A head phase resumed mid-way from a
-            checkpoint continues from the checkpointed head (no fit, no
-            fallback). After a fitted head phase, `head_init_info` holds
+            head starts from its current weights. A head phase resumed
+            mid-way from a backup continues from the backed-up head (no fit,
+            no fallback). After a fitted head phase, `head_init_info` holds
             the ridge `alpha`, the `logit_scale`, the labelled-data `loss`
             of the closed-form head and the `fine_tuned_loss`, and which
             head was `kept` ("closed_form" or "fine_tuned").
-        init_adapters: before each backbone phase, set the adapter's
-            BatchNorm scale/offset to the per-channel std/mean of the
-            teacher's features on the first batch (see
-            `Adapter.initialize_from_targets`), so that it starts at the
-            teacher's scale. Defaults to True.
+        fold_teacher_batchnorm: passed to each backbone phase's
+            `kdtf.Distiller`. Defaults to True.
 
     Example:
 
@@ -554,6 +620,7 @@ class StagewiseDistiller:
         compile_options=None,
         init_adapters=True,
         head_init="auto",
+        fold_teacher_batchnorm=True,
     ):
         _check_model("teacher", teacher)
         _check_model("student", student)
@@ -574,33 +641,26 @@ class StagewiseDistiller:
             )
         self.compile_options = dict(compile_options or {})
         self.init_adapters = bool(init_adapters)
-
-        self.teacher_extractors = stage_models(teacher, self.teacher_stages)
-        self.student_extractors = (
-            stage_models(student, self.student_stages)
-            if _is_functional(student) or hasattr(student, "stage_outputs")
-            else None
-        )
-        self.stages, self.head = student_parts(
-            student, self.student_stages if _is_functional(student) else None
-        )
-        if len(self.stages) != self.num_stages:
-            raise ValueError(
-                f"student has {len(self.stages)} stages but "
-                f"{self.num_stages} stage pairs were given."
-            )
-        t_shapes = self._feature_shapes(self.teacher_extractors, input_shape)
-        s_shapes = self._student_shapes(input_shape)
+        self.fold_teacher_batchnorm = fold_teacher_batchnorm
+        if input_shape is None:
+            for model in (student, teacher):
+                if _is_functional(model):
+                    input_shape = tuple(_single_input(model).shape[1:])
+                    break
+        self.input_shape = input_shape
+        # Functional views: each stage's output, named, for the Distiller.
+        self._teacher_inputs, self._teacher_views = self._teacher_graph()
+        self._student_inputs, self._student_views, self._student_output = self._student_graph()
         self.feature_losses = []
-        for k, (tn, sn, ts, ss) in enumerate(
-            zip(self.teacher_stages, self.student_stages, t_shapes, s_shapes), 1
-        ):
-            loss_k = FeatureMSE(tn, sn, adapter=adapter, name=f"sskd_stage{k}")
-            loss_k.build_adapter(ts, ss)
+        for k in range(1, self.num_stages + 1):
+            (t_name, t_out), (s_name, s_out) = self._teacher_views[k - 1], self._student_views[k - 1]
+            loss_k = FeatureMSE(t_name, s_name, adapter=adapter, name=f"sskd_stage{k}")
+            loss_k.build_adapter(tuple(t_out.shape[1:]), tuple(s_out.shape[1:]))
             self.feature_losses.append(loss_k)
         self.head_init = self._check_head_init(head_init)
         # Filled by each head phase that starts with a closed-form fit.
         self.head_init_info = None
+        self._closed_form = None
 
     @property
     def adapters(self):
@@ -620,6 +680,46 @@ class StagewiseDistiller:
                 )
             return list(t_names), list(s_names)
         return split_stages(stages)
+
+    def _need_input_shape(self):
+        if self.input_shape is None:
+            raise ValueError(
+                "`input_shape` is required for subclassed models (to infer "
+                "the stage feature shapes)."
+            )
+        return keras.Input(self.input_shape)
+
+    def _teacher_graph(self):
+        """`(inputs, [(layer name, stage-k output tensor)])` of the teacher."""
+        if _is_functional(self.teacher):
+            return _single_input(self.teacher), [(n, _layer_output(self.teacher, n))
+                                         for n in self.teacher_stages]
+        views = stage_models(self.teacher, self.teacher_stages)  # checks the names
+        inputs = self._need_input_shape()
+        out = []
+        for name, view in zip(self.teacher_stages, views):
+            layer = keras.layers.Identity(name=f"{self.teacher.name}_{name}_out")
+            out.append((layer.name, layer(view(inputs))))
+        return inputs, out
+
+    def _student_graph(self):
+        """`(inputs, [(layer name, stage-k tensor)], output)` of the student."""
+        if _is_functional(self.student):
+            views = [(n, _layer_output(self.student, n)) for n in self.student_stages]
+            return _single_input(self.student), views, self.student.outputs[0]
+        stages, head = student_parts(self.student)
+        if len(stages) != self.num_stages:
+            raise ValueError(
+                f"student has {len(stages)} stages but {self.num_stages} stage "
+                "pairs were given."
+            )
+        inputs = self._need_input_shape()
+        h, views = inputs, []
+        for k, stage in enumerate(stages, 1):
+            layer = keras.layers.Identity(name=f"{self.student.name}_stage{k}_out")
+            h = layer(stage(h))
+            views.append((layer.name, h))
+        return inputs, views, head(h)
 
     def _check_head_init(self, head_init):
         """Validates `head_init`; returns "ridge" or None."""
@@ -643,7 +743,7 @@ class StagewiseDistiller:
 
     def _ridge_unsupported(self):
         """Why the closed-form head fit does not apply, or None if it does."""
-        found = _final_dense(self.head)
+        found = _final_dense(self._student_output, self._student_inputs)
         if found is None:
             return (
                 "the head does not end in a Dense layer fed by a single "
@@ -681,68 +781,60 @@ class StagewiseDistiller:
             return [_check_epochs(arg, e) for e in epochs]
         return [_check_epochs(arg, epochs)] * self.num_stages
 
-    def _feature_shapes(self, extractors, input_shape):
-        shapes = []
-        for extractor in extractors:
-            if _is_functional(extractor):
-                shapes.append(tuple(extractor.output.shape[1:]))
-            else:
-                if input_shape is None:
-                    raise ValueError(
-                        "`input_shape` is required for subclassed models (to "
-                        "infer the stage feature shapes)."
-                    )
-                out = extractor(ops.zeros((2,) + tuple(input_shape)), training=False)
-                shapes.append(tuple(out.shape[1:]))
-        return shapes
+    def _prefix(self, k, name=None):
+        """The student from its input to the end of stage k (sharing its layers)."""
+        return keras.Model(self._student_inputs, self._student_views[k - 1][1],
+                           name=name or f"{self.student.name}_to_stage{k}")
 
-    def _student_shapes(self, input_shape):
-        if _is_functional(self.student):
-            return [tuple(stage.output.shape[1:]) for stage in self.stages]
-        if input_shape is None:
-            raise ValueError(
-                "`input_shape` is required for subclassed models (to infer "
-                "the stage feature shapes)."
-            )
-        x = ops.zeros((2,) + tuple(input_shape))
-        shapes = []
-        for stage in self.stages:
-            x = stage(x, training=False)
-            shapes.append(tuple(x.shape[1:]))
-        return shapes
-
-    def _prefix(self, k):
-        """Frozen stages 1..k-1 (as one model), or None for k == 1."""
-        if k == 1:
-            return None
-        if self.student_extractors is not None and _is_functional(self.student):
-            return self.student_extractors[k - 2]
-        return _Chain(self.stages[: k - 1], name=f"{self.student.name}_prefix{k - 1}")
+    def _freeze_stages(self, k):
+        """Stages 1..k non-trainable (BatchNorm in inference mode)."""
+        if k:
+            for layer in _all_layers(self._prefix(k)):
+                layer.trainable = False
 
     def phase_model(self, phase):
-        """The `keras.Model` trained in `phase` (1..K backbone, K+1 head).
+        """The compiled `keras.Model` trained in `phase` (1..K backbone, K+1 head).
+
+        Phase k <= K is a `kdtf.Distiller` of the stage-k prefixes of the
+        teacher and the student with the stage-k `FeatureMSE` and no task
+        loss; phase K+1 is the student as a plain model named "sskd_head".
+        Building it makes the stages it keeps frozen non-trainable (`fit`
+        puts every `trainable` flag back afterwards).
 
         Args:
             phase: 1-based phase index.
 
         Returns:
-            An uncompiled `keras.Model`; its layers are exactly what the
-            phase computes.
+            A compiled `keras.Model`; its layers are exactly what the phase
+            computes.
         """
+        from kdtf import distribute
+        from kdtf.distiller import Distiller
+
         if not 1 <= phase <= self.num_stages + 1:
             raise ValueError(
                 f"`phase` must be in [1, {self.num_stages + 1}]; got {phase}."
             )
         if phase <= self.num_stages:
-            return _BackbonePhase(
-                self.teacher_extractors[phase - 1],
-                self._prefix(phase),
-                self.stages[phase - 1],
-                self.feature_losses[phase - 1],
+            self._freeze_stages(phase - 1)
+            t_name, t_out = self._teacher_views[phase - 1]
+            teacher = keras.Model(self._teacher_inputs, t_out,
+                                  name=f"{self.teacher.name}_to_{t_name}")
+            model = Distiller(
+                teacher, self._prefix(phase), self.feature_losses[phase - 1],
+                student_loss_weight=0.0, fold_teacher_batchnorm=self.fold_teacher_batchnorm,
                 name=f"sskd_phase{phase}",
             )
-        backbone = self._prefix(self.num_stages + 1)
-        return _HeadPhase(backbone, self.head, name="sskd_head")
+            model.compile(optimizer=_make_optimizer(self.backbone_optimizer),
+                          **self.compile_options)
+            return model
+        self._freeze_stages(self.num_stages)
+        model = keras.Model(self._student_inputs, self._student_output, name="sskd_head")
+        if keras.backend.backend() == "tensorflow":
+            model = distribute.enable_multi_worker(model)
+        model.compile(optimizer=_make_optimizer(self.head_optimizer), loss=self.loss,
+                      metrics=self.metrics, **self.compile_options)
+        return model
 
     # -------------------------------------------------------------- fit
     def fit(
@@ -757,8 +849,9 @@ class StagewiseDistiller:
         batch_size=32,
         callbacks=None,
         verbose="auto",
+        backbone_data=None,
     ):
-        """Runs the K backbone phases, then the head phase.
+        """Runs the K backbone phases, then the head phase (`run_phases`).
 
         Args:
             x: inputs (array), or a `tf.data.Dataset` of `(x, y)` batches
@@ -772,17 +865,22 @@ class StagewiseDistiller:
                 used by the backbone phases only.
             validation_data: `(x_val, y_val)` arrays or a dataset of
                 `(x, y)` batches; backbone phases report their feature loss
-                on `x_val`, the head phase its loss and metrics.
-            checkpoint_dir: directory where a checkpoint is written
-                atomically after every epoch; if it holds one, training
-                resumes at the phase and epoch where it stopped.
+                (`distillation_loss`) on it, the head phase its loss and
+                metrics.
+            checkpoint_dir: directory of each phase's
+                `kdtf.callbacks.BackupAndRestore` backups (after every
+                epoch); a rerun restores finished phases without training
+                them and resumes the interrupted one at its next epoch.
             batch_size: batch size for array inputs.
             callbacks: Keras callbacks passed to every phase's `fit`.
             verbose: Keras verbosity.
+            backbone_data: optional inputs of the backbone phases (an array
+                or a dataset of input batches), replacing `x` and
+                `x_unlabeled` there.
 
         Returns:
             A dict mapping phase names ("stage1", ..., "head") to the Keras
-            history dicts of the phases run by this call.
+            history dicts of the phases trained by this call.
         """
         epochs = (
             self.backbone_epochs
@@ -792,119 +890,46 @@ class StagewiseDistiller:
         head_epochs = self.head_epochs if head_epochs is None else _check_epochs(
             "head_epochs", head_epochs
         )
-        all_epochs = list(epochs) + [head_epochs]
-        is_dataset = _is_dataset(x)
-        if not is_dataset:
-            x = _as_array("x", x)
+        if not _is_dataset(x):
+            x = np.asarray(x)
             if y is None and head_epochs > 0:
                 raise ValueError(
                     "`y` (labels) is required for the head phase; pass y, or "
                     "head_epochs=0 to train only the backbone."
                 )
-        if x_unlabeled is not None and not _is_dataset(x_unlabeled):
-            x_unlabeled = _as_array("x_unlabeled", x_unlabeled)
-        start_phase, start_epoch = 1, 0
-        if checkpoint_dir is not None:
-            os.makedirs(checkpoint_dir, exist_ok=True)
-            state = self._load_checkpoint(checkpoint_dir)
-            if state is not None:
-                start_phase, start_epoch = state["phase"], state["epochs_done"]
-                if start_epoch >= all_epochs[start_phase - 1]:
-                    start_phase, start_epoch = start_phase + 1, 0
-        total = self.num_stages + 1
-        histories = {}
-        for phase in range(start_phase, total + 1):
-            initial = start_epoch if phase == start_phase else 0
-            n_epochs = all_epochs[phase - 1]
-            if initial >= n_epochs:
-                continue
-            is_head = phase == total
-            name = "head" if is_head else self.student_stages[phase - 1]
-            if verbose:
-                what = (
-                    "head (backbone frozen, task loss on labels)"
-                    if is_head
-                    else f"stage {phase}: student {name!r} -> teacher "
-                    f"{self.teacher_stages[phase - 1]!r}"
-                )
-                resumed = f", resuming at epoch {initial + 1}" if initial else ""
-                print(f"Phase {phase} of {total}: {what}, {n_epochs} epochs{resumed}")
-            model = self.phase_model(phase)
-            if not is_head and not initial and self.init_adapters:
-                self._init_adapter(phase, x, x_unlabeled)
-            optimizer = _make_optimizer(
-                self.head_optimizer if is_head else self.backbone_optimizer
-            )
-            warm = None
-            if is_head and not initial and self.head_init == "ridge":
-                warm = self._fit_head_init(_labelled(x, y), batch_size, verbose)
-            frozen = self._freeze_except(None if is_head else phase - 1, is_head)
-            try:
-                if is_head:
-                    model.compile(
-                        optimizer=optimizer, loss=self.loss, metrics=self.metrics,
-                        **self.compile_options,
-                    )
-                    data = _labelled(x, y)
-                    val = validation_data
-                else:
-                    model.compile(optimizer=optimizer, loss=None, **self.compile_options)
-                    data = _inputs_only(x, x_unlabeled, batch_size)
-                    val = _inputs_only(validation_data, None, batch_size) if validation_data is not None else None
-                if initial and checkpoint_dir is not None:
-                    optimizer.build(model.trainable_variables)
-                    self._restore_optimizer(checkpoint_dir, optimizer)
-                phase_callbacks = list(callbacks or [])
-                if checkpoint_dir is not None:
-                    phase_callbacks.insert(0, _Checkpoint(self, checkpoint_dir, phase))
-                fit_kwargs = {}
-                if not _is_dataset(data):
-                    fit_kwargs["batch_size"] = batch_size
-                if is_head:
-                    fit_args = (data[0], data[1]) if isinstance(data, tuple) else (data,)
-                else:
-                    fit_args = (data,)
-                history = model.fit(
-                    *fit_args, epochs=n_epochs, initial_epoch=initial,
-                    validation_data=val, callbacks=phase_callbacks,
-                    verbose=verbose, **fit_kwargs,
-                )
-            finally:
-                _restore_trainable(frozen)
-            if warm is not None:
-                self._keep_better_head(
-                    warm, _labelled(x, y), batch_size, verbose,
-                    checkpoint_dir, phase, n_epochs, optimizer,
-                )
-            histories[name] = history.history
-        return histories
+        inputs = (_backbone_inputs(x, x_unlabeled, batch_size) if backbone_data is None
+                  else backbone_data)
+        sized = {"shuffle": False} if _is_dataset(inputs) else {"batch_size": batch_size}
+        phases = []
+        for k in range(1, self.num_stages + 1):
+            phases.append(Phase(
+                self.student_stages[k - 1], epochs[k - 1],
+                build=lambda k=k: self.phase_model(k),
+                fit_args={"x": inputs, "validation_data": validation_data, **sized},
+                on_start=(lambda k=k: self._init_adapter(k, inputs)) if self.init_adapters else None,
+                header=f"stage {k}: student {self.student_stages[k - 1]!r} -> teacher "
+                       f"{self.teacher_stages[k - 1]!r}",
+            ))
+        labelled = x if _is_dataset(x) else (x, np.asarray(y) if y is not None else None)
+        head_fit = {"x": x, "shuffle": False} if _is_dataset(x) else {"x": x, "y": labelled[1], "batch_size": batch_size}
+        self._closed_form = None
+        ridge = self.head_init == "ridge"
+        phases.append(Phase(
+            "head", head_epochs, build=lambda: self.phase_model(self.num_stages + 1),
+            fit_args={**head_fit, "validation_data": validation_data},
+            on_start=(lambda: self._fit_head_init(labelled, batch_size, verbose)) if ridge else None,
+            callbacks=(lambda model: [_KeepBetterHead(self, head_epochs, labelled, batch_size,
+                                                      verbose)]) if ridge else None,
+            header="head (backbone frozen, task loss on labels)",
+        ))
+        snapshot = [(layer, layer.trainable)
+                    for layer in _all_layers(self.student) + _all_layers(self.teacher)]
+        try:
+            return run_phases(phases, checkpoint_dir, callbacks, verbose)
+        finally:
+            _restore_trainable(snapshot)
 
     # ------------------------------------------------- closed-form head
-    def _head_features(self):
-        """Input -> the features fed to the head's final Dense layer."""
-        _, features = _final_dense(self.head)
-        backbone = self._prefix(self.num_stages + 1)
-        parts = [backbone] + ([features] if features is not None else [])
-        return _Chain(parts, name="sskd_head_features")
-
-    def _infer(self, model, x):
-        """`model(x)` in inference mode (compiled unless run_eagerly)."""
-        if self.compile_options.get("run_eagerly"):
-            return model(x, training=False)
-        return model.predict_on_batch(x)
-
-    def _head_loss(self, data, batch_size):
-        """Mean task loss of the student's head on labelled `data`."""
-        model = _HeadPhase(self._prefix(self.num_stages + 1), self.head,
-                           name="sskd_head_eval")
-        total, count = 0.0, 0
-        for xb, yb in _labelled_batches(data, batch_size):
-            logits = self._infer(model, xb)
-            n = int(np.shape(logits)[0])
-            total += float(self.loss(yb, logits)) * n
-            count += n
-        return total / max(count, 1)
-
     def _fit_head_init(self, data, batch_size, verbose):
         """Sets the head's final Dense layer by ridge regression + a logit scale.
 
@@ -914,46 +939,37 @@ class StagewiseDistiller:
         by generalised cross-validation, then the logits are multiplied by
         the scalar that minimises the mean cross-entropy (least-squares
         outputs are ~12-30x too small to be good logits). Both steps are
-        invariant to the scale of `h`. Streams over the data (memory
-        O(d^2), not O(n d)).
-
-        Returns:
-            The head's weights after the fit (to compare with the gradient
-            phase that follows).
+        invariant to the scale of `h`, and to the order of the batches.
+        Streams over the data (memory O(d^2), not O(n d)).
         """
-        dense, _ = _final_dense(self.head)
+        dense, features = _final_dense(self._student_output, self._student_inputs)
         kind = _target_kind(self.loss)
         num_classes = int(dense.units)
-        features = self._head_features()
         stats = None
         for xb, yb in _labelled_batches(data, batch_size):
-            h = _as_2d(self._infer(features, xb))
+            h = _as_2d(features(xb, training=False))
             t = _targets(yb, kind, num_classes)
             if stats is None:
-                d = h.shape[1]
-                if d > MAX_RIDGE_FEATURES:
+                if h.shape[1] > MAX_RIDGE_FEATURES:
                     raise ValueError(
                         f"head_init='ridge': the head's final Dense layer has "
-                        f"{d} input features (> MAX_RIDGE_FEATURES = "
+                        f"{h.shape[1]} input features (> MAX_RIDGE_FEATURES = "
                         f"{MAX_RIDGE_FEATURES}); use head_init=None."
                     )
-                stats = _GramStats(d, num_classes)
+                stats = _GramStats(h.shape[1], num_classes)
             stats.add(h, t)
         if stats is None or stats.n < 2:
-            raise ValueError(
-                "head_init='ridge' needs at least 2 labelled examples."
-            )
-        if not dense.built:
-            dense.build((None, stats.h.shape[0]))
+            raise ValueError("head_init='ridge' needs at least 2 labelled examples.")
         kernel, bias, alpha = _ridge_gcv(stats)
         logits, targets = [], []
         for xb, yb in _labelled_batches(data, batch_size):
-            logits.append(_as_2d(self._infer(features, xb)) @ kernel + bias)
+            logits.append(_as_2d(features(xb, training=False)) @ kernel + bias)
             targets.append(_targets(yb, kind, num_classes))
         scale = _logit_scale(np.concatenate(logits), np.concatenate(targets))
         dense.kernel.assign((scale * kernel).astype(dense.kernel.dtype))
         dense.bias.assign((scale * bias).astype(dense.bias.dtype))
-        loss = self._head_loss(data, batch_size)
+        head = keras.Model(self._student_inputs, self._student_output)
+        loss = self._head_loss(head, data, batch_size)
         self.head_init_info = {
             "alpha": alpha, "logit_scale": scale, "loss": loss,
             "fine_tuned_loss": None, "kept": "closed_form",
@@ -963,18 +979,29 @@ class StagewiseDistiller:
                 f"Head: closed-form start (ridge alpha {alpha:g}, logit scale "
                 f"{scale:.3g}): loss {loss:.4f} on the labelled data"
             )
-        return [keras.ops.convert_to_numpy(w).copy() for w in self.head.weights]
+        self._closed_form = [keras.ops.convert_to_numpy(w).copy() for w in head.weights]
 
-    def _keep_better_head(self, warm, data, batch_size, verbose,
-                          checkpoint_dir, phase, n_epochs, optimizer):
-        """Returns the head to its closed-form start if training made it worse."""
-        info = self.head_init_info
-        tuned = self._head_loss(data, batch_size)
+    def _head_loss(self, model, data, batch_size):
+        """Mean task loss of `model` (inference mode) on labelled `data`."""
+        total, count = 0.0, 0
+        for xb, yb in _labelled_batches(data, batch_size):
+            logits = model(xb, training=False)
+            n = int(np.shape(logits)[0])
+            total += float(self.loss(yb, logits)) * n
+            count += n
+        return total / max(count, 1)
+
+    def _keep_better_head(self, model, data, batch_size, verbose):
+        """Puts the closed-form head back if training raised the task loss."""
+        info, start = self.head_init_info, self._closed_form
+        if start is None:  # resumed mid-phase: no closed-form start to compare
+            return
+        tuned = self._head_loss(model, data, batch_size)
         info["fine_tuned_loss"] = tuned
         if tuned <= info["loss"]:
             info["kept"] = "fine_tuned"
             return
-        for variable, value in zip(self.head.weights, warm):
+        for variable, value in zip(model.weights, start):
             variable.assign(value)
         if verbose:
             print(
@@ -982,99 +1009,16 @@ class StagewiseDistiller:
                 f"({info['loss']:.4f} -> {tuned:.4f}); keeping the "
                 "closed-form head."
             )
-        if checkpoint_dir is not None:
-            self._save_checkpoint(checkpoint_dir, phase, n_epochs, optimizer)
 
-    def _init_adapter(self, phase, x, x_unlabeled):
+    def _init_adapter(self, k, inputs):
         """Starts adapter k at the moments of the teacher's stage-k features."""
-        adapter = self.feature_losses[phase - 1].adapter
+        adapter = self.feature_losses[k - 1].adapter
         if adapter is None:
             return
-        if _is_dataset(x):
-            batch = next(iter(_inputs_only(x, None, 256)))
-        else:
-            batch = x[:256]
-        target = self.teacher_extractors[phase - 1](batch, training=False)
-        adapter.initialize_from_targets(target)
-
-    def _freeze_except(self, stage_index, head):
-        """Makes only stage `stage_index` (or the head) trainable."""
-        layers = _all_layers(self.student) + _all_layers(self.teacher)
-        snapshot = [(layer, layer.trainable) for layer in layers]
-        self.teacher.trainable = False
-        for layer in _all_layers(self.student):
-            layer.trainable = False
-        part = self.head if head else self.stages[stage_index]
-        part.trainable = True
-        for layer in _all_layers(part):
-            layer.trainable = True
-        return snapshot
-
-    # ------------------------------------------------------- checkpoints
-    def _state_variables(self):
-        variables = list(self.student.weights)
-        for adapter in self.adapters:
-            if adapter is not None:
-                variables.extend(adapter.weights)
-        return variables
-
-    def _fingerprint(self):
-        return {
-            "teacher_stages": self.teacher_stages,
-            "student_stages": self.student_stages,
-            "shapes": [list(v.shape) for v in self._state_variables()],
-        }
-
-    def _save_checkpoint(self, directory, phase, epochs_done, optimizer):
-        meta = {
-            "version": 1,
-            "phase": phase,
-            "epochs_done": epochs_done,
-            **self._fingerprint(),
-        }
-        arrays = {"meta": np.array(json.dumps(meta))}
-        for i, v in enumerate(self._state_variables()):
-            arrays[f"w{i}"] = keras.ops.convert_to_numpy(v)
-        for i, v in enumerate(optimizer.variables):
-            arrays[f"o{i}"] = keras.ops.convert_to_numpy(v)
-        # kdtf.export imports TensorFlow: only when a checkpoint is written.
-        from kdtf.export.atomic import atomic_path
-
-        path = os.path.join(directory, CHECKPOINT_FILE)
-        with atomic_path(path, overwrite=True) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-
-    def _load_checkpoint(self, directory):
-        path = os.path.join(directory, CHECKPOINT_FILE)
-        if not os.path.exists(path):
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            expected = self._fingerprint()
-            if any(meta.get(k) != v for k, v in expected.items()):
-                raise ValueError(
-                    f"checkpoint_dir: {path!r} was written for other models or "
-                    f"stages ({meta.get('teacher_stages')} -> "
-                    f"{meta.get('student_stages')}); use another directory."
-                )
-            for i, v in enumerate(self._state_variables()):
-                v.assign(data[f"w{i}"])
-        return meta
-
-    def _restore_optimizer(self, directory, optimizer):
-        path = os.path.join(directory, CHECKPOINT_FILE)
-        with np.load(path, allow_pickle=False) as data:
-            names = [k for k in data.files if k.startswith("o")]
-            if len(names) != len(optimizer.variables):
-                raise ValueError(
-                    f"checkpoint_dir: optimizer state in {path!r} does not fit "
-                    "the optimizer of this phase."
-                )
-            for i, v in enumerate(optimizer.variables):
-                v.assign(data[f"o{i}"])
+        batch = next(iter(inputs)) if _is_dataset(inputs) else inputs[:256]
+        t_name, t_out = self._teacher_views[k - 1]
+        teacher = keras.Model(self._teacher_inputs, t_out)
+        adapter.initialize_from_targets(teacher(_first(batch), training=False))
 
 
 # ---------------------------------------------------------------- helpers
@@ -1088,31 +1032,34 @@ MAX_RIDGE_FEATURES = 8192
 _RIDGE_ALPHAS = 10.0 ** np.arange(-6.0, 3.0)
 
 
-def _final_dense(head):
-    """`(dense, features)` with `head(x) == dense(features(x))`, or None.
+def _final_dense(output, inputs):
+    """`(dense, features)` with `output == dense(features(inputs))`, or None.
 
-    `features` is None when the Dense layer is the whole head or reads the
-    head's input directly.
+    `output` is a KerasTensor of a functional graph on `inputs`; `features`
+    is a functional model from `inputs` to the Dense layer's input. The head
+    may end in a Dense layer, or in a Sequential or functional model ending
+    in one.
     """
-    if isinstance(head, keras.layers.Dense):
-        return head, None
-    if isinstance(head, keras.Sequential):
-        layers = list(head.layers)
-        if layers and isinstance(layers[-1], keras.layers.Dense):
-            rest = layers[:-1]
-            return layers[-1], (_Chain(rest, name=f"{head.name}_features") if rest else None)
+    operation, node_index, _ = output._keras_history
+    args = operation._inbound_nodes[node_index].arguments.keras_tensors
+    if len(args) != 1:
         return None
-    if not _is_functional(head) or len(head.outputs) != 1:
-        return None
-    operation, node_index, _ = head.outputs[0]._keras_history
-    if not isinstance(operation, keras.layers.Dense):
-        return None
-    inputs = operation._inbound_nodes[node_index].arguments.keras_tensors
-    if len(inputs) != 1:
-        return None
-    if any(inputs[0] is i for i in head.inputs):
-        return operation, None
-    return operation, keras.Model(head.inputs, inputs[0], name=f"{head.name}_features")
+    if isinstance(operation, keras.layers.Dense):
+        return operation, keras.Model(inputs, args[0])
+    if isinstance(operation, keras.Sequential):
+        layers = list(operation.layers)
+        if not layers or not isinstance(layers[-1], keras.layers.Dense):
+            return None
+        h = args[0]
+        for layer in layers[:-1]:
+            h = layer(h)
+        return layers[-1], keras.Model(inputs, h)
+    if _is_functional(operation) and len(operation.outputs) == 1:
+        inner = _final_dense(operation.outputs[0], operation.inputs)
+        if inner is None:
+            return None
+        return inner[0], keras.Model(inputs, inner[1](args[0]))
+    return None
 
 
 def _target_kind(loss):
@@ -1249,15 +1196,43 @@ def _logit_scale(logits, targets, low=1e-3, high=1e3, steps=60):
     return float(np.exp((lo + hi) / 2))
 
 
+def _is_dataset(x):
+    if x is None or isinstance(x, np.ndarray):
+        return False
+    import tensorflow as tf
+
+    return isinstance(x, tf.data.Dataset)
+
+
+def _first(element):
+    """The inputs of a batch that may be `(x, y, ...)`."""
+    return element[0] if isinstance(element, (tuple, list)) else element
+
+
+def _backbone_inputs(x, x_unlabeled, batch_size):
+    """The backbone phases' data: `x`'s inputs (labels dropped), then `x_unlabeled`."""
+    if not _is_dataset(x) and not _is_dataset(x_unlabeled):
+        if isinstance(x_unlabeled, (list, tuple)):
+            raise TypeError("`x_unlabeled` must be one array or a tf.data.Dataset.")
+        return x if x_unlabeled is None else np.concatenate([x, np.asarray(x_unlabeled)])
+    import tensorflow as tf
+
+    def dataset(data):
+        if _is_dataset(data):
+            return data.map(lambda *element: element[0])
+        return tf.data.Dataset.from_tensor_slices(np.asarray(data)).batch(batch_size)
+
+    out = dataset(x)
+    return out if x_unlabeled is None else out.concatenate(dataset(x_unlabeled))
+
+
 def _labelled_batches(data, batch_size):
-    """Yields `(x, y)` batches of `_labelled(x, y)` (dataset or arrays)."""
+    """Yields `(x, y)` NumPy batches of a dataset of `(x, y)` or of `(x, y)` arrays."""
     if _is_dataset(data):
         for element in data:
             if not isinstance(element, (tuple, list)) or len(element) < 2:
-                raise ValueError(
-                    "The head phase needs a dataset of (x, y) batches."
-                )
-            yield element[0], element[1]
+                raise ValueError("The head phase needs a dataset of (x, y) batches.")
+            yield np.asarray(element[0]), np.asarray(element[1])
         return
     x, y = data
     for i in range(0, len(x), batch_size):
@@ -1303,51 +1278,6 @@ def _make_optimizer(spec):
     return spec()
 
 
-def _is_dataset(x):
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(x, tf.data.Dataset)
-
-
-def _as_array(arg, x):
-    if isinstance(x, (list, tuple)):
-        raise TypeError(f"`{arg}` must be one array or a tf.data.Dataset.")
-    try:
-        return np.asarray(x)
-    except Exception as e:  # pragma: no cover
-        raise TypeError(f"`{arg}` must be an array; got {type(x).__name__}.") from e
-
-
-def _labelled(x, y):
-    if _is_dataset(x):
-        return x
-    return (x, np.asarray(y))
-
-
-def _inputs_only(x, x_unlabeled, batch_size):
-    """Inputs for a backbone phase: labels dropped, extra inputs appended."""
-    validation = isinstance(x, (tuple, list))
-    if validation:  # validation data (x, y) or (x,)
-        x = x[0]
-    if not _is_dataset(x) and (x_unlabeled is None or not _is_dataset(x_unlabeled)):
-        x = np.asarray(x)
-        if x_unlabeled is not None:
-            x = np.concatenate([x, x_unlabeled], axis=0)
-        return (x,) if validation else x
-    import tensorflow as tf
-
-    if not _is_dataset(x):
-        x = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
-    x = x.map(lambda *e: e[0])
-    if x_unlabeled is not None:
-        if not _is_dataset(x_unlabeled):
-            x_unlabeled = tf.data.Dataset.from_tensor_slices(x_unlabeled).batch(batch_size)
-        x = x.concatenate(x_unlabeled.map(lambda *e: e[0]))
-    return x
-
-
 # ------------------------------------------------------------- app entry
 def middle_stage(model):
     """The middle stage of a model: stage `(K + 1) // 2` of its K stages.
@@ -1386,12 +1316,17 @@ def run_sskd(
     verbose=2,
     return_history=False,
     head_init="auto",
+    seed=None,
 ):
     """Trains `student` from `teacher` with SSKD; the entry point of the apps.
 
     Each phase uses Adam with a cosine decay of `learning_rate` to 0 over the
     phase. The backbone phases see `x_train` plus `x_unlabeled` (inputs
-    only); the head phase sees the labelled `(x_train, y_train)`.
+    only); the head phase sees the labelled `(x_train, y_train)`. The data
+    go through `kdtf.data.make_dataset` (shuffled with `seed`, the same on
+    every worker) and `kdtf.distribute.shard_by_data`, so that the same call
+    trains on one device or, inside a `tf.distribute` strategy's scope, on
+    several devices or workers with the same global batches.
 
     Args:
         teacher: a trained `keras.Model` with stage endpoints.
@@ -1403,11 +1338,11 @@ def run_sskd(
         validation_data: optional `(x_val, y_val)`.
         epochs_per_stage: epochs of each backbone phase (int or list).
         head_epochs: epochs of the head phase.
-        batch_size: batch size of every phase.
+        batch_size: (global) batch size of every phase.
         learning_rate: peak learning rate of every phase.
         stages: stage pairs (see `StagewiseDistiller`); default: both models'
             `kdtf.models.stage_endpoints`.
-        checkpoint_dir: optional directory for resumable checkpoints.
+        checkpoint_dir: optional directory for resumable backups.
         callbacks: Keras callbacks passed to every phase's `fit`.
         verbose: Keras verbosity.
         return_history: also return the phases' histories.
@@ -1415,6 +1350,8 @@ def run_sskd(
             "auto" (default) fits the head's final Dense layer in closed
             form first, so the head does not depend on the scale of the
             frozen features; None trains it from its initial weights.
+        seed: seed of the data order; None draws it from NumPy's global
+            generator (seeded by `keras.utils.set_random_seed`).
 
     Returns:
         The trained student (the same object as `student`); with
@@ -1431,10 +1368,20 @@ def run_sskd(
         validation_data=(splits.x_val, splits.y_val))
     ```
     """
+    from kdtf import distribute
+    from kdtf.data import make_dataset
+
     x_train = np.asarray(x_train)
-    n_backbone = len(x_train) + (0 if x_unlabeled is None else len(x_unlabeled))
-    backbone_steps = -(-n_backbone // batch_size)
-    head_steps = -(-len(x_train) // batch_size)
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    inputs = x_train if x_unlabeled is None else np.concatenate([x_train, np.asarray(x_unlabeled)])
+    backbone = distribute.shard_by_data(
+        make_dataset(inputs, batch_size=batch_size, shuffle=True, seed=seed))
+    labelled = distribute.shard_by_data(
+        make_dataset(x_train, np.asarray(y_train), batch_size=batch_size, shuffle=True, seed=seed))
+    if validation_data is not None and not _is_dataset(validation_data):
+        validation_data = distribute.shard_by_data(
+            make_dataset(*validation_data, batch_size=512))
     epochs_list = (
         list(epochs_per_stage)
         if isinstance(epochs_per_stage, (list, tuple))
@@ -1451,20 +1398,20 @@ def run_sskd(
         teacher,
         student,
         stages=stages,
-        backbone_optimizer=adam(max(epochs_list) * backbone_steps),
-        head_optimizer=adam(head_epochs * head_steps),
+        backbone_optimizer=adam(max(epochs_list) * -(-len(inputs) // batch_size)),
+        head_optimizer=adam(head_epochs * -(-len(x_train) // batch_size)),
         backbone_epochs=epochs_per_stage,
         head_epochs=head_epochs,
         head_init=head_init,
     )
     histories = sskd.fit(
-        x_train,
-        y_train,
-        x_unlabeled=x_unlabeled,
+        labelled,
+        x_unlabeled=None,
         validation_data=validation_data,
         checkpoint_dir=checkpoint_dir,
         batch_size=batch_size,
         callbacks=callbacks,
         verbose=verbose,
+        backbone_data=backbone,
     )
     return (student, histories) if return_history else student

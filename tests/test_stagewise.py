@@ -138,10 +138,6 @@ def test_phases_freeze_earlier_stages_and_skip_later_ones():
     head = [student.get_layer("logits")]
     teacher_before = _weights(teacher.layers)
 
-    # Phase 1 computes stage 1 only: no stage-2 or head layer in its graph.
-    layers = {id(l) for l in sskd.phase_model(1)._flatten_layers()}
-    assert not any(id(l) in layers for l in stage2 + head)
-
     init = _weights(stage1 + stage2 + head)
     sskd.fit(x, epochs_per_stage=[2, 0], head_epochs=0, batch_size=16, verbose=0)
     after1 = _weights(stage1 + stage2 + head)
@@ -170,6 +166,14 @@ def test_phases_freeze_earlier_stages_and_skip_later_ones():
     assert not any(id(w) in adapter_ids for w in student.weights)
     assert all(l.trainable for l in student.layers)
     assert all(l.trainable for l in teacher.layers)
+
+    # Phase 1 is a Distiller of the stage-1 prefixes, computing stage 1 only:
+    # no stage-2 or head layer in its graph, and no task loss.
+    phase1 = sskd.phase_model(1)
+    assert isinstance(phase1, kdtf.Distiller) and phase1.student_loss_weight == 0
+    layers = {id(l) for l in phase1._flatten_layers()}
+    assert not any(id(l) in layers for l in stage2 + head)
+    assert all(id(l) in layers for l in stage1)
 
 
 def test_backbone_uses_unlabelled_inputs_and_head_needs_labels():
@@ -204,7 +208,9 @@ def test_dataset_inputs():
     sskd = StagewiseDistiller(_bn_net((12, 10), "t"), _bn_net((4, 6), "s"), compile_options=EAGER)
     hist = sskd.fit(ds, epochs_per_stage=1, head_epochs=1, validation_data=ds,
                     x_unlabeled=x[:16], verbose=0)
-    assert set(hist["stage1"]) == {"loss", "val_loss"}
+    # A backbone phase is a Distiller run: its feature loss, no task loss.
+    assert {"distillation_loss", "val_distillation_loss"} <= set(hist["stage1"])
+    np.testing.assert_allclose(hist["stage1"]["student_loss"], 0.0)
     assert "val_accuracy" in hist["head"]
 
 
@@ -224,8 +230,9 @@ def test_interrupted_run_resumes_at_next_phase(tmp_path, capsys):
     with pytest.raises(RuntimeError, match="interrupted"):
         first.fit(x, y, epochs_per_stage=2, head_epochs=1, batch_size=16,
                   checkpoint_dir=ckpt, callbacks=[Stop()], verbose=1)
-    assert os.path.exists(os.path.join(ckpt, stagewise.CHECKPOINT_FILE))
-    assert not [f for f in os.listdir(ckpt) if f != stagewise.CHECKPOINT_FILE]
+    # One kdtf.callbacks.BackupAndRestore folder per phase that ran.
+    assert sorted(os.listdir(ckpt)) == ["phase1_stage1"]
+    assert os.path.exists(os.path.join(ckpt, "phase1_stage1", "latest"))
     stage1_at_crash = _weights([first.student.get_layer("dense1"), first.student.get_layer("bn1")])
     out = capsys.readouterr().out
     assert "Phase 1 of 3" in out and "Phase 2 of 3" not in out
@@ -270,7 +277,7 @@ def test_resume_in_the_middle_of_a_phase(tmp_path):
     sskd2.fit(x, y, epochs_per_stage=3, head_epochs=0, batch_size=16,
               checkpoint_dir=ckpt, callbacks=[epochs], verbose=0)
     assert epochs.seen == [("sskd_phase2", 1), ("sskd_phase2", 2)]
-    with pytest.raises(ValueError, match="other models or stages"):
+    with pytest.raises(ValueError, match="other settings"):
         StagewiseDistiller(_bn_net((12, 10), "t"), _bn_net((5, 6), "s")).fit(
             x, y, epochs_per_stage=1, checkpoint_dir=ckpt, verbose=0)
 
@@ -472,3 +479,40 @@ def test_head_init_arguments():
         StagewiseDistiller(t, s, loss=keras.losses.SparseCategoricalCrossentropy(), head_init="ridge")
     assert StagewiseDistiller(t, s, loss=keras.losses.MeanSquaredError()).head_init is None
     assert StagewiseDistiller(t, s, head_init=None).head_init is None
+
+
+# ------------------------------------------------- through the Distiller
+def _conv_bn_net(widths, name):
+    """Conv + BN + ReLU stages "stage1", "stage2" on 8x8x1 images."""
+    inp = keras.Input((8, 8, 1))
+    h = inp
+    for k, w in enumerate(widths, 1):
+        h = keras.layers.Conv2D(w, 3, padding="same", name=f"conv{k}")(h)
+        h = keras.layers.BatchNormalization(name=f"bn{k}")(h)
+        h = keras.layers.ReLU(name=f"stage{k}")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, keras.layers.Dense(3, name="logits")(h), name=name)
+
+
+def test_backbone_phases_fold_the_teacher_and_stop_on_a_non_finite_loss():
+    keras.utils.set_random_seed(0)
+    teacher, student = _conv_bn_net((8, 8), "t"), _conv_bn_net((4, 4), "s")
+    rng = np.random.default_rng(0)
+    for bn in ("bn1", "bn2"):  # non-trivial statistics, so folding changes kernels
+        layer = teacher.get_layer(bn)
+        layer.moving_mean.assign(rng.normal(size=8).astype("float32"))
+        layer.moving_variance.assign(rng.uniform(0.5, 2, size=8).astype("float32"))
+    sskd = StagewiseDistiller(teacher, student)
+    # Each backbone phase is a Distiller: its teacher prefix runs folded.
+    phase = sskd.phase_model(2)
+    assert hasattr(phase, "folded_teacher")
+    x = rng.normal(size=(32, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(
+        phase.teacher_outputs(x)["stage2"], stagewise.stage_models(teacher, ["stage2"])[0](x),
+        rtol=1e-4, atol=1e-4)
+    # The Distiller's guard: a NaN input stops the phase before any update.
+    x[5, 3, 3, 0] = np.nan
+    before = _weights(student.layers)
+    with pytest.raises(kdtf.callbacks.NonFiniteLossError, match="Non-finite loss"):
+        sskd.fit(x, epochs_per_stage=1, head_epochs=0, batch_size=32, verbose=0)
+    _assert_same(before, _weights(student.layers))

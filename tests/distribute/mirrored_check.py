@@ -53,7 +53,22 @@ if METHOD == "nan_adam":
     x[20, 3] = np.nan
 
 
+def train_sskd(strategy):
+    """SSKD: 2 backbone phases (Distiller runs) and the head phase, SGD."""
+    with strategy.scope():
+        teacher, student = toy_models.stage_teacher_and_student()
+        sskd = kdtf.StagewiseDistiller(teacher, student, backbone_optimizer=keras.optimizers.SGD(0.1),
+                                       head_optimizer=keras.optimizers.SGD(0.1))
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+        histories = sskd.fit(ds, epochs_per_stage=2, head_epochs=2, verbose=0)
+    history = {"loss": histories["stage1"]["distillation_loss"] + histories["stage2"]["distillation_loss"],
+               "distillation_loss": histories["head"]["loss"]}
+    return [v.numpy() for v in student.weights], history
+
+
 def train(strategy):
+    if METHOD == "sskd":
+        return train_sskd(strategy)
     with strategy.scope():
         d = build()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)

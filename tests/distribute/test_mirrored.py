@@ -28,6 +28,16 @@ def test_mirrored_matches_single_device(method):
         np.testing.assert_allclose(r["mirrored_synthetic"], r["single_synthetic"], rtol=1e-5)
 
 
+def test_sskd_mirrored_matches_single_device():
+    # Every SSKD phase (two Distiller runs, then the head with its closed-form
+    # start) trains on both replicas as on one device: same weights, same
+    # stage losses ("loss") and head losses ("distillation_loss").
+    r = _run("sskd")
+    assert r["max_weight_diff"] < 1e-5 * max(1.0, r["weight_scale"]), r
+    np.testing.assert_allclose(r["mirrored_loss"], r["single_loss"], rtol=1e-5)
+    np.testing.assert_allclose(r["mirrored_distill"], r["single_distill"], rtol=1e-5)
+
+
 def test_non_finite_loss_on_one_replica_skips_the_update_on_all():
     r = _run("nan_adam")
     # "loss" holds the optimizer's iteration count at the stop: only step 1 ran.

@@ -81,6 +81,22 @@ def test_two_workers_match_one_worker(runs, method):
         np.testing.assert_array_equal(np.array(a), np.array(b))
 
 
+@pytest.mark.slow  # a cluster of its own (~30-60 s)
+def test_sskd_two_workers_match_one_worker():
+    """SSKD's phases (Distiller runs, then the plain head run) across 2 workers."""
+    workers, single = _cluster("sskd")
+    workers, single = [w["sskd"] for w in workers], single["sskd"]
+    scale = max(float(np.abs(np.array(w)).max()) for w in single["weights"])
+    assert {"stage1/distillation_loss", "stage2/val_distillation_loss", "head/loss",
+            "head/val_accuracy"} <= set(single["history"])
+    for worker in workers:
+        diff = max(float(np.abs(np.array(a) - np.array(b)).max())
+                   for a, b in zip(worker["weights"], single["weights"]))
+        assert diff < 1e-5 * max(1.0, scale), diff
+        for key, value in single["history"].items():
+            np.testing.assert_allclose(worker["history"][key], value, rtol=1e-4, err_msg=key)
+
+
 def _distill(work, extra_env, *flags):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", **extra_env)
     return subprocess.Popen(
