@@ -11,9 +11,7 @@ The logic is in kdtf/benchmark.py; see its docstring for the method.
     KERAS_BACKEND=jax python apps/benchmark.py --pairs=cifar --jit_compile=true
 """
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)
 
 from absl import flags  # noqa: E402
 

@@ -14,10 +14,7 @@ data, so a run never replaces another one's files).
 Every flag is a field of `kdtf.experiment.RunConfig` (the flags are generated
 from it, methods and their settings from the registry `kdtf.methods`).
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)
 
 from kdtf import cli  # noqa: E402
 from kdtf import experiment  # noqa: E402

@@ -4,10 +4,7 @@
         --teacher=runs/teachers/mnist1d_mnist1d_cnn_e60_s0_<fingerprint>.keras
 """
 import json
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)
 
 from absl import flags  # noqa: E402
 

@@ -15,12 +15,7 @@ Example:
 """
 
 import os
-import sys
-
-# Run from a source checkout without installing kdtf.
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)
 
 from kdtf import cli  # noqa: E402
 from absl import flags  # noqa: E402

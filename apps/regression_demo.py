@@ -11,9 +11,7 @@ and saves a PNG of every model's mean +- 2 std over the input range.
     python apps/regression_demo.py --sampler=noise --epochs=5
 """
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)
 
 from absl import flags  # noqa: E402
 

@@ -9,9 +9,7 @@ embedded, and also written as PNGs beside it):
     chromium runs/report/report.html
 """
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)
 
 from absl import flags  # noqa: E402
 

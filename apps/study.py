@@ -5,7 +5,7 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)
 
 import dataclasses  # noqa: E402
 

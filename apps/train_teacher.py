@@ -2,10 +2,7 @@
 
     python apps/train_teacher.py --model=mnist1d_cnn --epochs=60 --output=runs/teacher.keras
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)
 
 from absl import flags  # noqa: E402
 

@@ -4,7 +4,10 @@ Public API:
 - `kdtf.Distiller`: a `keras.Model` that trains a student from a teacher.
 - `kdtf.StagewiseDistiller`: SSKD, stage-by-stage backbone mimicking, then the head.
 - `kdtf.heads`: categorical and Gaussian output heads; `kdtf.adapters`: feature adapters.
-- `kdtf.losses`: KD, DIST and friends, `loss(teacher_outputs, student_outputs)`.
+- `kdtf.methods`: the method registry: every method (KD, DIST, DKD, extracurricular,
+  FitNets, SSKD, ERM) with its loss, its settings and how a run builds it.
+- `kdtf.losses`: KD, DIST, DKD and friends, `loss(teacher_outputs, student_outputs)`.
+- `kdtf.optimizers`: the runs' optimizer (cosine-decayed Adam); `kdtf.atomic`: atomic file writes.
 - `kdtf.samplers`: TFP-modelled synthetic inputs (extracurricular learning).
 - `kdtf.models`, `kdtf.data`, `kdtf.metrics`, `kdtf.export`, `kdtf.callbacks`.
 - `kdtf.caching`: teacher outputs computed once (fixed data or K augmented views).
@@ -22,7 +25,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "adapters", "atomic", "augmentation", "benchmark", "caching", "callbacks", "cli", "data", "distribute",
-    "experiment", "export", "heads", "losses", "metrics", "models", "regression",
+    "experiment", "export", "heads", "losses", "methods", "metrics", "models", "optimizers", "regression",
     "report", "samplers", "stagewise",
 )
 _ATTRIBUTES = {"Distiller": "kdtf.distiller", "StagewiseDistiller": "kdtf.stagewise"}

@@ -242,6 +242,11 @@ def run(main, interrupted=INTERRUPTED):
             fail(f"unexpected arguments {argv[1:]}; flags are written --name=value (see --help).")
         try:
             quiet_tensorflow(devices=True)
+            from absl import logging
+
+            if not flags.FLAGS["verbosity"].present:
+                # absl INFO lines of TensorFlow's SavedModel code (the export): warnings up.
+                logging.set_verbosity(logging.WARNING)
             if "tensorflow" in sys.modules:
                 # Python-side TensorFlow warnings (absl logging): errors only.
                 sys.modules["tensorflow"].get_logger().setLevel("ERROR")

@@ -374,7 +374,7 @@ class Distiller(keras.Model):
         # Keras 3.15 reduces the first batch across workers here, which
         # fails under MultiWorkerMirroredStrategy (keras#20585). Only the
         # TensorFlow trainer calls this.
-        from kdtf.backend import distribute
+        from kdtf import distribute
 
         return distribute.maybe_symbolic_build(self, iterator, data_batch)
 

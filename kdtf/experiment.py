@@ -320,10 +320,9 @@ def load_data(cfg):
 
 
 def _optimizer(cfg, steps):
-    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps))
-    if cfg.weight_decay:
-        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
-    return keras.optimizers.Adam(schedule)
+    from kdtf.optimizers import cosine_adam
+
+    return cosine_adam(cfg.learning_rate, steps, weight_decay=cfg.weight_decay)
 
 
 def _task_loss():

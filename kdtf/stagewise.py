@@ -1389,10 +1389,9 @@ def run_sskd(
     )
 
     def adam(steps):
-        schedule = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=max(1, steps)
-        )
-        return keras.saving.serialize_keras_object(keras.optimizers.Adam(schedule))
+        from kdtf.optimizers import cosine_adam
+
+        return keras.saving.serialize_keras_object(cosine_adam(learning_rate, steps))
 
     sskd = StagewiseDistiller(
         teacher,

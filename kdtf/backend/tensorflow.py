@@ -2,7 +2,7 @@
 import keras
 import tensorflow as tf
 
-from kdtf.backend import distribute
+from kdtf import distribute
 
 
 def train_step(model, data):

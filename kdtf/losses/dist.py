@@ -2,7 +2,7 @@
 import keras
 from keras import ops
 
-from kdtf.backend import distribute
+from kdtf import distribute
 from kdtf.losses.base import DistillationLoss, check_temperature
 
 _EPS = 1e-8

@@ -79,9 +79,9 @@ CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def _adam(lr, steps):
-    return keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps))
-    )
+    from kdtf.optimizers import cosine_adam
+
+    return cosine_adam(lr, steps)
 
 
 def _steps(n, batch_size):

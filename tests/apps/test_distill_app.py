@@ -21,7 +21,13 @@ def test_distill_end_to_end(tmp_path):
     work = str(tmp_path)
     tfl = os.path.join(work, "s.tflite")
     common = ["--epochs=1", "--teacher_epochs=1", f"--workdir={work}", "--verbose=0"]
-    proc = _run("distill.py", "--method=dist", f"--export={tfl}", *common)
+    # As a user runs it (no TF_CPP_MIN_LOG_LEVEL): stderr holds kdtf's own lines only,
+    # no TensorFlow noise (E-level tf.data NodeDef lines, absl INFO lines of the export).
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    proc = _run("distill.py", "--method=dist", f"--export={tfl}", *common, env=env)
+    noise = [line for line in proc.stderr.splitlines() if not line.startswith("[kdtf] ")]
+    assert noise == [], proc.stderr
     out = proc.stdout
     assert "student (ERM)" in out and "student (DIST)" in out and "teacher" in out
     assert os.path.getsize(tfl) > 0
