@@ -110,7 +110,8 @@ def _third_party_imports(*folders):
                         continue
                     for module in modules:
                         top = module.split(".")[0]
-                        if top not in sys.stdlib_module_names and top != "kdtf":
+                        local = os.path.exists(os.path.join(directory, top + ".py"))
+                        if top not in sys.stdlib_module_names and top != "kdtf" and not local:
                             found.setdefault(top, []).append(os.path.relpath(path, ROOT))
     return found
 

@@ -98,8 +98,11 @@ def test_ctrl_c_in_a_running_app_ends_with_one_line_and_status_130(tmp_path):
             time.sleep(120)
         cli.run(main)
         """)
+    # A pytest-xdist worker ignores SIGINT, and a child inherits that (Python then
+    # never raises KeyboardInterrupt): give the app the default handler, as a shell does.
     proc = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+                            stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.2)
