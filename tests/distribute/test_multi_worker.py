@@ -109,8 +109,14 @@ APP_FLAGS = ("--method=dist", "--dist_global_batch", "--epochs=1", "--teacher_ep
              "--compare_erm=false", "--export=", "--verbose=0", "--batch_size=64")
 
 
+def _run_dir(work):
+    """The one run directory of `apps/distill.py --method=dist` under `work`."""
+    (name,) = [d for d in os.listdir(work) if d.startswith("dist_mnist1d_mlp_")]
+    return os.path.join(work, name)
+
+
 def _app_result(work):
-    with open(os.path.join(work, "results", "dist_mnist1d_mlp_s0.json")) as f:
+    with open(os.path.join(_run_dir(work), "results.json")) as f:
         return json.load(f)
 
 
@@ -140,8 +146,9 @@ def test_distill_app_on_two_workers_matches_one_worker(tmp_path):
     out, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
     # Worker 0 wrote the run's files; worker 1 its private copies.
-    assert os.path.exists(os.path.join(multi, "students", "dist_mnist1d_mlp_s0.keras"))
-    assert os.path.exists(os.path.join(multi, "workers", "1", "students", "dist_mnist1d_mlp_s0.keras"))
+    run = os.path.basename(_run_dir(multi))
+    assert os.path.exists(os.path.join(multi, run, "students", "dist.keras"))
+    assert os.path.exists(os.path.join(multi, "workers", "1", run, "students", "dist.keras"))
     m, s = _app_result(multi), _app_result(single)
     assert abs(m["teacher"]["accuracy"] - s["teacher"]["accuracy"]) <= 0.002, (m["teacher"], s["teacher"])
     hm, hs = m["students"]["dist"]["history"], s["students"]["dist"]["history"]
@@ -157,7 +164,7 @@ def _student_weights(work):
     import kdtf
 
     kdtf.register_all()
-    path = os.path.join(work, "students", "dist_mnist1d_mlp_s0.keras")
+    path = os.path.join(_run_dir(work), "students", "dist.keras")
     return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
 
 
