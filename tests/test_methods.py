@@ -71,11 +71,3 @@ def test_study_tables_name_rows_from_the_registry():
     table = experiment.study_table(rows)
     assert "| student, DKD |" in table
 
-
-def test_the_readme_lists_every_method():
-    import os
-
-    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
-        readme = f.read()
-    for name in methods.names():
-        assert f"`--method={name}" in readme, name

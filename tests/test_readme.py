@@ -39,3 +39,12 @@ def test_distil_your_own_model_runs_as_written(tmp_path):
     again = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-4000:]
+
+
+def test_the_readme_lists_every_registered_method():
+    from kdtf import methods
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    for name in methods.names():
+        assert f"`--method={name}" in readme, name
