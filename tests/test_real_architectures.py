@@ -114,3 +114,22 @@ def test_saved_distiller_loads_in_a_fresh_process(tmp_path):
                             text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "loaded DIST" in result.stdout
+
+
+def test_keras_applications_one_output_and_two_heads_are_refused_at_construction():
+    def one_output():
+        return keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None,
+                                                   classes=1, classifier_activation=None)
+
+    for loss in (kdtf.losses.KD(4.0), kdtf.losses.DIST(4.0)):
+        with pytest.raises(ValueError, match=r"one output.*(mse|GaussianHead)"):
+            kdtf.Distiller(one_output(), one_output(), loss)
+
+    def two_heads():
+        base = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None,
+                                                   include_top=False, pooling="avg")
+        return keras.Model(base.input, [keras.layers.Dense(10)(base.output),
+                                        keras.layers.Dense(4)(base.output)])
+
+    with pytest.raises(ValueError, match=r"2 outputs.*model.outputs\[i\]"):
+        kdtf.Distiller(two_heads(), two_heads())
