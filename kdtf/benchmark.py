@@ -992,13 +992,11 @@ def _inputs_text(pair, backend):
 
 
 def write(path, text):
-    """Writes `text` to `path` atomically (temporary file, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Writes `text` to `path` atomically (`kdtf.atomic`), replacing it."""
+    from kdtf.atomic import atomic_write_bytes
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_bytes(path, text.encode(), overwrite=True)
 
 
 def write_json(path, result):

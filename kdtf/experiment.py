@@ -51,7 +51,6 @@ from kdtf.distiller import Distiller
 # Methods that `distill` knows, from the registry; "none" trains the student on
 # labels only (ERM).
 METHODS = methods_lib.names()
-SAMPLERS = methods_lib.get("extracurricular").settings[0].choices
 # `RunConfig.export` value meaning "student.tflite inside the run directory".
 AUTO_EXPORT = "auto"
 EXPORT_FILE = "student.tflite"
@@ -150,7 +149,6 @@ class _BaseRunConfig:
 
     def validate(self):
         """Raises ValueError naming the first bad setting."""
-        _check_choice("method", self.method, METHODS)
         _check_choice("dataset", self.dataset, data_lib.available(),
                       prefixes=("tfds:", "npz:", "dir:"))
         if self.image_size:
@@ -968,11 +966,11 @@ def _train_or_reuse_student(cfg, splits, teacher, method, run_dir, path):
 
 
 def _write_json(path, obj):
-    """Writes `obj` to `path` atomically (temporary file + os.replace)."""
+    """Writes `obj` to `path` as JSON, atomically (`kdtf.atomic`), replacing it."""
+    from kdtf.atomic import atomic_write_bytes
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1, default=str)
-    os.replace(path + ".tmp", path)
+    atomic_write_bytes(path, json.dumps(obj, indent=1, default=str).encode(), overwrite=True)
 
 
 def summary(result):

@@ -295,9 +295,7 @@ def as_logits(model, outputs):
     """
     if softmax_layer(model) is None:
         return outputs
-    import numpy as np
-
-    return np.log(np.maximum(np.asarray(outputs, dtype=np.float32), _TINY))
+    return ops.convert_to_numpy(log_probabilities(outputs))
 
 
 def check_compatible(teacher, student, distillation_losses=()):

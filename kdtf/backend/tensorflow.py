@@ -71,10 +71,17 @@ def _metrics(model, x, y, y_pred, sample_weight):
 
 
 def _training_state(model):
-    """Non-trainable variables that a training forward pass may update."""
-    state = list(model.student.non_trainable_variables)
-    for adapter in getattr(model, "adapters", ()):
-        state += list(adapter.non_trainable_variables)
+    """Non-trainable variables that a training forward pass may update.
+
+    Those of the trainable leaf layers of the student and the adapters
+    (BatchNorm statistics, seed states); a frozen layer's variables are not
+    updated in training, so they are not copied in every step.
+    """
+    state = []
+    for root in (model.student, *getattr(model, "adapters", ())):
+        for layer in root._flatten_layers(include_self=True, recursive=True):
+            if layer.trainable and not list(layer._flatten_layers(include_self=False)):
+                state += list(layer.non_trainable_variables)
     return state
 
 

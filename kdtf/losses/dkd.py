@@ -71,9 +71,8 @@ class DKD(DistillationLoss):
         log_p_s = ops.log_softmax(student_outputs / tau, axis=-1)
         tckd = _binary_kl(_log_target(log_p_t, target), _log_target(log_p_s, target))
         # Non-target distributions: the softmax with the target logit masked out.
-        big = ops.cast(1e9, "float32")
-        log_q_t = ops.log_softmax(teacher_outputs / tau - big * target, axis=-1)
-        log_q_s = ops.log_softmax(student_outputs / tau - big * target, axis=-1)
+        log_q_t = ops.log_softmax(teacher_outputs / tau - _MASK * target, axis=-1)
+        log_q_s = ops.log_softmax(student_outputs / tau - _MASK * target, axis=-1)
         others = 1.0 - target
         nckd = ops.sum(others * ops.exp(log_q_t) * (log_q_t - log_q_s), axis=-1)
         loss = (tau * tau) * (self.alpha * tckd + self.beta * nckd)
@@ -85,6 +84,10 @@ class DKD(DistillationLoss):
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta,
                 "temperature": self.temperature, "warmup_steps": self.warmup_steps}
+
+
+# Subtracted from a logit to take its class out of a softmax.
+_MASK = 1e9
 
 
 def _target_mask(labels, teacher_outputs, num_classes):
@@ -104,7 +107,7 @@ def _log_target(log_p, target):
     """`(log p_t, log(1 - p_t))` per row, stable for p_t near 0 or 1."""
     log_pt = ops.sum(log_p * target, axis=-1)
     # log(1 - p_t) = logsumexp over the other classes.
-    log_rest = ops.logsumexp(log_p - 1e9 * target, axis=-1)
+    log_rest = ops.logsumexp(log_p - _MASK * target, axis=-1)
     return log_pt, log_rest
 
 
