@@ -250,22 +250,10 @@ def representative_batches(representative_data, feature_shape, seed=0):
     return batches
 
 
-def _layers(model):
-    """`model` and every layer in it, nested models included."""
-    seen, stack = [], [model]
-    while stack:
-        layer = stack.pop()
-        if any(layer is other for other in seen):
-            continue
-        seen.append(layer)
-        stack.extend(getattr(layer, "layers", None) or [])
-    return seen
-
-
 def _non_float32_layers(model):
     """The names of the layers of `model` that compute or store in another dtype."""
     names = []
-    for layer in _layers(model):
+    for layer in model._flatten_layers(include_self=True, recursive=True):
         policy = getattr(layer, "dtype_policy", None)
         if policy is None:
             continue
