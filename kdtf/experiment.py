@@ -42,7 +42,6 @@ import numpy as np
 
 from kdtf import callbacks as callbacks_lib
 from kdtf import data as data_lib
-from kdtf import losses as losses_lib
 from kdtf import methods as methods_lib
 from kdtf import metrics as metrics_lib
 from kdtf import models as models_lib
