@@ -2,7 +2,7 @@
 
 A `Method` names its loss (or training procedure), the settings it adds to a
 run, and how it builds the `Distiller` arguments from a run's settings. The
-run pipeline (`kdtf.experiment`), the apps' `--method` choices and flags, the
+run pipeline (`pipeline.experiment`, beside the library), the apps' `--method` choices and flags, the
 study tables and the docs all read `REGISTRY`, so adding a method is one loss
 file in `kdtf/losses/`, its test, and one `register(Method(...))` here:
 
@@ -14,7 +14,7 @@ register(Method(
 ))
 ```
 
-`build(cfg, ctx)` gets the run's settings (a `kdtf.experiment.RunConfig`,
+`build(cfg, ctx)` gets the run's settings (a `pipeline.experiment.RunConfig`,
 whose fields include every registered `Setting`) and a `BuildContext` with the
 models and the pipeline's services, and returns keyword arguments of
 `kdtf.Distiller` (`distillation_losses`, and optionally
