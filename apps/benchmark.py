@@ -5,7 +5,7 @@ Prints images/second (median over interleaved rounds), peak memory and the
 ratios: kdtf / keras.distillation, kdtf's share of the bound
 1/(1/student_only + 1/teacher_inference), DIST / KD and EC / KD step time,
 cached-teacher KD / keras.distillation, and tf.data against in-memory inputs.
-The logic is in kdtf/benchmark.py; see its docstring for the method.
+The logic is in benchmarks/benchmark.py; see its docstring for the method.
 
     python apps/benchmark.py --output=BENCHMARKS.md
     KERAS_BACKEND=jax python apps/benchmark.py --pairs=cifar --jit_compile=true
@@ -86,7 +86,7 @@ flags.DEFINE_string("output", "",
 
 
 def _validator(check):
-    """An absl validator from a kdtf.benchmark check: bad values exit 2 at parse time."""
+    """An absl validator from a benchmarks.benchmark check: bad values exit 2 at parse time."""
     def validate(*args):
         try:
             check(*args)
@@ -97,7 +97,7 @@ def _validator(check):
 
 
 def _register_validators():
-    from kdtf import benchmark
+    from benchmarks import benchmark
 
     for name, valid in (("pairs", benchmark.PAIRS), ("modes", benchmark.MODES),
                         ("inputs", benchmark.INPUTS)):
@@ -115,7 +115,7 @@ _register_validators()
 
 
 def main(argv):
-    from kdtf import benchmark
+    from benchmarks import benchmark
 
     cfg = benchmark.BenchConfig(
         pairs=tuple(FLAGS.pairs), modes=tuple(FLAGS.modes), inputs=tuple(FLAGS.inputs),

@@ -11,13 +11,13 @@ data, so a run never replaces another one's files).
     python apps/distill.py --teacher=my_teacher.keras --student=my_student.keras \
         --dataset=dir:my_images --image_size=64,64
 
-Every flag is a field of `kdtf.experiment.RunConfig` (the flags are generated
+Every flag is a field of `pipeline.experiment.RunConfig` (the flags are generated
 from it, methods and their settings from the registry `kdtf.methods`).
 """
 import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)
 
 from kdtf import cli  # noqa: E402
-from kdtf import experiment  # noqa: E402
+from pipeline import experiment  # noqa: E402
 
 cli.define_flags(experiment.RunConfig)
 

@@ -25,7 +25,8 @@ flags.mark_flag_as_required("model")
 
 
 def main(argv):
-    from kdtf import data, experiment
+    from kdtf import data
+    from pipeline import experiment
 
     model = experiment.load_model(FLAGS.model, "--model")
     teacher = experiment.load_model(FLAGS.teacher, "--teacher") if FLAGS.teacher else None

@@ -177,7 +177,7 @@ def run(argv_flags):
     """Performs the export described by the parsed flags; returns a str."""
     from kdtf import export
 
-    from kdtf import experiment
+    from pipeline import experiment
 
     model = experiment.load_model(argv_flags.model, "--model", compile=False)
     if argv_flags.format == "saved_model":

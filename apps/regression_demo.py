@@ -36,7 +36,7 @@ flags.DEFINE_integer("verbose", 0, "Keras progress: 0 silent, 1 progress bar, 2 
 
 def main(argv):
     del argv
-    from kdtf import regression
+    from studies import regression
 
     if not FLAGS.output.lower().endswith(".png"):
         raise ValueError(f"--output must be a .png path; got {FLAGS.output!r}.")

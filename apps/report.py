@@ -46,8 +46,8 @@ def main(argv):
         import matplotlib  # noqa: F401
     except ImportError:
         cli.fail("the report draws its figures with matplotlib: pip install 'kdtf[plots]'.")
-    from kdtf import experiment
-    from kdtf.report import build
+    from pipeline import experiment
+    from pipeline.report import build
 
     output = FLAGS.output or os.path.join(os.path.dirname(os.path.abspath(FLAGS.results)), "report")
     if not FLAGS.overwrite and os.path.exists(os.path.join(output, build.REPORT_FILE)):

@@ -12,7 +12,7 @@ import dataclasses  # noqa: E402
 from absl import flags  # noqa: E402
 
 from kdtf import cli  # noqa: E402
-from kdtf import experiment  # noqa: E402
+from pipeline import experiment  # noqa: E402
 
 FLAGS = flags.FLAGS
 # The run settings a study repeats: RunConfig's fields, generated (same defaults as the library).

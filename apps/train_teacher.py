@@ -32,7 +32,7 @@ flags.DEFINE_integer("verbose", 2, "Keras progress: 0 silent, 1 progress bar, 2 
 
 
 def main(argv):
-    from kdtf import experiment
+    from pipeline import experiment
 
     if FLAGS.output and not FLAGS.output.endswith(".keras"):
         raise ValueError(f"--output must end in .keras; got {FLAGS.output!r}.")

@@ -297,7 +297,7 @@ def _ratios(runners, args, keras_result=None):
 
 def result_dict(args, runners, device, teacher_counts, student_counts, seconds, complete,
                 stopped="", keras_result=None):
-    """The JSON-able result, in the layout of kdtf.benchmark's (one pair, "cifar")."""
+    """The JSON-able result, in the layout of benchmarks.benchmark's (one pair, "cifar")."""
     settings = {k: v for k, v in vars(args).items() if k not in ("output", "compare")}
     rounds_done = min((len(r.ips) for r in runners), default=0)
     return {
@@ -323,7 +323,7 @@ def result_dict(args, runners, device, teacher_counts, student_counts, seconds, 
 
 
 def to_markdown(result, command):
-    """A short markdown report in the style of kdtf.benchmark.to_markdown."""
+    """A short markdown report in the style of benchmarks.benchmark.to_markdown."""
     s, p, v = result["settings"], result["pairs"]["cifar"], result["versions"]
     lines = [
         "# Benchmark: plain PyTorch KD loop", "",

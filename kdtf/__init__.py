@@ -13,7 +13,12 @@ Public API:
 - `kdtf.caching`: teacher outputs computed once (fixed data or K augmented views).
 - `kdtf.augmentation`: image augmentation on the device, inside the train step.
 - `kdtf.distribute`: strategies for a run (mirrored, multi-worker) and who writes files.
-- `kdtf.experiment`: the end-to-end runs behind the apps; `kdtf.benchmark`: speed.
+
+The run pipeline (`pipeline/`), the studies behind `results/` (`studies/`), the
+benchmarks (`benchmarks/`) and the apps (`apps/`) live beside the library in
+its source tree; their old names here (`kdtf.experiment`, `kdtf.report`,
+`kdtf.studies`, `kdtf.regression`, `kdtf.benchmark`) still work for one
+release, with a DeprecationWarning (`kdtf._moved`).
 
 Other submodules load on first use. `import kdtf` imports Keras and registers
 every kdtf class that a `.keras` file may hold, so `keras.saving.load_model`

@@ -293,7 +293,7 @@ def define_flags(config_cls, names=None, defaults=None, flag_values=None):
     Each field's `metadata` gives the flag's help (`"help"`), choices
     (`"choices"`: an enum flag), bounds (`"lower_bound"`, `"upper_bound"`) and,
     where the default is None, its type (`"type"`). The flags then have the
-    library's defaults by construction (`kdtf.experiment.RunConfig`).
+    library's defaults by construction (`pipeline.experiment.RunConfig`).
 
     Args:
         config_cls: a dataclass whose fields carry that metadata.
@@ -306,7 +306,7 @@ def define_flags(config_cls, names=None, defaults=None, flag_values=None):
 
     Example:
 
-    >>> define_flags(kdtf.experiment.RunConfig)
+    >>> define_flags(pipeline.experiment.RunConfig)
     """
     import dataclasses
 

@@ -1,4 +1,4 @@
-"""Fast checks of kdtf.studies.calibration on a tiny model and tiny data.
+"""Fast checks of studies.calibration on a tiny model and tiny data.
 
 The real study (results/calibration.md) trains students on MNIST-1D and MNIST;
 here an untrained 6x6 CNN goes through the same code path (every calibration
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kdtf.data.datasets import Splits
-from kdtf.studies import calibration
+from studies import calibration
 
 
 def _tiny_splits(shape, n_train=40, n_test=16, num_classes=3):
@@ -77,7 +77,7 @@ def test_calibration_table_has_every_source(tmp_path):
     res.update(setting={"student": "tiny_cnn", "epochs": 0}, params=model.count_params(),
                test_size=len(splits.x_test), seconds=1.0)
     text = calibration.to_markdown({"machine": "test", "calibration": {"tiny": res}},
-                                   "python -m kdtf.studies.calibration", 1.0)
+                                   "python -m studies.calibration", 1.0)
     table = [line for line in text.splitlines() if line.startswith("| ")]
     for _, label in calibration.SOURCES:
         assert any(line.startswith(f"| {label} |") for line in table), label

@@ -1,7 +1,7 @@
-"""Tests of kdtf.experiment's settings (the flags of apps/distill.py)."""
+"""Tests of pipeline.experiment's settings (the flags of apps/distill.py)."""
 import pytest
 
-from kdtf import experiment
+from pipeline import experiment
 from kdtf import models
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import kdtf
-from kdtf import experiment
+from pipeline import experiment
 
 
 def _tiny(inputs=4, outputs=3):

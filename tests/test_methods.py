@@ -7,7 +7,8 @@ import pytest
 from absl import flags
 
 import kdtf
-from kdtf import cli, experiment, methods
+from kdtf import cli, methods
+from pipeline import experiment
 
 
 def _flags():

@@ -1,4 +1,4 @@
-"""Regression distillation end to end on tiny settings (kdtf.regression)."""
+"""Regression distillation end to end on tiny settings (studies.regression)."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 import keras
 
-from kdtf import regression
+from studies import regression
 from kdtf.heads import CategoricalHead
 
 

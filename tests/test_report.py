@@ -1,4 +1,4 @@
-"""Tests of kdtf.report (MAC/FLOP counts, the HTML report), the per-class metrics it
+"""Tests of pipeline.report (MAC/FLOP counts, the HTML report), the per-class metrics it
 uses (against NumPy references), and the TensorBoard callbacks of kdtf.callbacks."""
 import dataclasses
 import glob
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from kdtf import callbacks
-from kdtf import experiment
+from pipeline import experiment
 from kdtf import metrics
-from kdtf.report import build
-from kdtf.report import flops
-from kdtf.report import plots
+from pipeline.report import build
+from pipeline.report import flops
+from pipeline.report import plots
 
 
 # ------------------------------------------------------------ metrics vs NumPy

@@ -1,4 +1,4 @@
-"""Run directories of kdtf.experiment: nothing a run wrote is replaced silently.
+"""Run directories of pipeline.experiment: nothing a run wrote is replaced silently.
 
 Each test runs `experiment.run` in-process on a tiny `.npz` dataset (1 epoch),
 so the fingerprints, the teacher records and the refusals are checked without
@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from kdtf import experiment
+from pipeline import experiment
 
 
 def _write_data(path, seed=0):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kdtf import callbacks
-from kdtf.studies import soak
+from studies import soak
 
 
 def test_memory_logger_records_rss_every_epoch():

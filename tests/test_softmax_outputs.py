@@ -106,7 +106,7 @@ def test_softmax_student_trains_like_its_logits():
 
 
 def test_metrics_of_a_softmax_teacher_match_its_logits():
-    from kdtf import experiment
+    from pipeline import experiment
 
     x, y = _data(n=200, seed=3)
     splits = kdtf.data.Splits(x_train=x, y_train=y, x_val=x, y_val=y, x_test=x, y_test=y,

@@ -70,7 +70,7 @@ def test_kd_loss_is_the_kdtf_objective():
 
 
 def test_eager_loop_end_to_end(tmp_path):
-    """Every mode timed, the JSON in kdtf.benchmark's layout, the comparison with a Keras run."""
+    """Every mode timed, the JSON in benchmarks.benchmark's layout, the comparison with a Keras run."""
     keras_json = tmp_path / "keras.json"
     rows = [{"name": "kdtf KD", "input": "memory", "images_per_s": 1000.0},
             {"name": "keras.distillation KD", "input": "memory", "images_per_s": 900.0}]

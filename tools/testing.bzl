@@ -109,7 +109,7 @@ def kdtf_py_binaries(deps = None, data = None, exclude = None):
         srcs = native.glob(["**/*.py"]),
         data = native.glob(["**/*.json", "**/*.yaml", "**/*.txt"]),
         srcs_version = "PY3",
-        deps = ["//kdtf"],
+        deps = (deps or []) + ["//kdtf"],
     )
     for f in native.glob(["*.py"], exclude = exclude + native.glob(["test_*.py"])):
         native.py_binary(

@@ -1,6 +1,6 @@
 """Workarounds for two upstream leaks that grow memory in long runs.
 
-Both were found with the soak test (`python -m kdtf.studies.soak`, issue 8),
+Both were found with the soak test (`python -m studies.soak`, issue 8),
 each reproduced in a few lines on TensorFlow 2.21 / Keras 3.15:
 
 1. TensorFlow's eager runtime caches the tensor it makes for every distinct

@@ -107,7 +107,7 @@ class Splits:
 
         Two `Splits` with the same fingerprint hold the same examples in the
         same order; a rewritten `.npz` file or image folder gives another one.
-        `kdtf.experiment` names run directories and cached teachers by it.
+        `pipeline.experiment` names run directories and cached teachers by it.
 
         Returns:
             A 12-character hex string.

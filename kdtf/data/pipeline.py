@@ -230,7 +230,7 @@ def one_iterator_per_fit(dataset, steps=None):
     Keras makes a new iterator over a finite dataset every epoch, and on
     TensorFlow 2.21 each one costs 10-25 KiB of memory that is never given
     back: over the thousands of epochs of a long run that alone grows memory
-    by a few percent (measured by `python -m kdtf.studies.soak`). Over
+    by a few percent (measured by `python -m studies.soak`). Over
     `dataset.repeat()` with `steps_per_epoch` set to the dataset's length,
     Keras keeps one iterator. Every epoch still sees each example once, and
     a seeded shuffle and `Augment` stay reproducible: iterated directly

@@ -1,1 +1,4 @@
-"""Reproducible result studies behind the tables in `results/`."""
+"""Deprecated: moved out of the library (see `kdtf._moved`)."""
+from kdtf._moved import alias
+
+alias(__name__)

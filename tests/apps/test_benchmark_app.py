@@ -125,7 +125,7 @@ def test_applications_models_are_what_a_user_builds():
     import keras
     import numpy as np
 
-    from kdtf import benchmark
+    from benchmarks import benchmark
     from kdtf import folding
 
     shape = (32, 32, 3)
@@ -169,7 +169,7 @@ def test_applications_pair_end_to_end(tmp_path):
 
 def test_progress_after_each_round_and_time_budget():
     """run() hands the result to `progress` after each round; a spent budget stops the rounds."""
-    from kdtf import benchmark
+    from benchmarks import benchmark
 
     cfg = benchmark.BenchConfig(pairs=("mnist1d",), modes=("kd",), inputs=("memory",),
                                 batch_size=16, steps=2, warmup_steps=1, rounds=3,

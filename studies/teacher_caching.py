@@ -14,7 +14,7 @@ cosine decay, batch 128, the same initial weights per seed):
 * `cached aug, K views`: K fixed `SignalShift` views per example, teacher
   outputs cached once (FKD-style); each epoch shows one view per example.
 
-    python -m kdtf.studies.teacher_caching --workdir=/work/scratch/runs \\
+    python -m studies.teacher_caching --workdir=/work/scratch/runs \\
         --output=results/teacher_caching.md
 """
 import argparse
@@ -28,7 +28,7 @@ import numpy as np
 
 from kdtf import caching
 from kdtf import data as data_lib
-from kdtf import experiment
+from pipeline import experiment
 
 VARIANTS = ("online", "cached", "cached_fp32", "cached_topk", "online_aug", "cached_aug")
 
@@ -147,7 +147,7 @@ def main(argv=None):
     start = time.time()
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     rows = run(cfg, seeds, args.views, args.top_k, log=log, variants=variants)
-    command = "python -m kdtf.studies.teacher_caching " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m studies.teacher_caching " + " ".join(sys.argv[1:] if argv is None else argv)
     table = to_markdown(rows, args.views, args.top_k, command, time.time() - start, args.epochs)
     print(table)
     if args.output:

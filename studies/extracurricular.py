@@ -16,7 +16,7 @@ inputs; with all labels it is fresh MNIST-1D inputs from the dataset's own
 generator (`kdtf.data.generate_mnist1d`). Samplers are fitted to the labelled
 training inputs only (the rest stay unused, as the issue asks).
 
-    python -m kdtf.studies.extracurricular --output=results/extracurricular.md
+    python -m studies.extracurricular --output=results/extracurricular.md
 """
 import argparse
 import dataclasses
@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from kdtf import data as data_lib
-from kdtf import experiment
+from pipeline import experiment
 from kdtf import samplers as samplers_lib
 
 SAMPLERS = ("mixup", "noise", "gmm", "gmm_full", "oracle")
@@ -232,7 +232,7 @@ def main(argv=None):
 
 
 def _write(args, results, start):
-    command = "python -m kdtf.studies.extracurricular " + " ".join(sys.argv[1:])
+    command = "python -m studies.extracurricular " + " ".join(sys.argv[1:])
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         f.write(to_markdown(results, command, time.time() - start))

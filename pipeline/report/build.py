@@ -1,4 +1,4 @@
-"""Builds the HTML report of one `kdtf.experiment.run` (the results JSON of `apps/distill.py`).
+"""Builds the HTML report of one `pipeline.experiment.run` (the results JSON of `apps/distill.py`).
 
 The report compares the teacher with every trained student (ERM and
 distilled) on the test split: accuracy, agreement and KL with the teacher, ECE,
@@ -15,11 +15,11 @@ import os
 
 import numpy as np
 
-from kdtf import experiment
+from pipeline import experiment
 from kdtf import heads
 from kdtf import metrics as metrics_lib
-from kdtf.report import flops as flops_lib
-from kdtf.report import plots
+from pipeline.report import flops as flops_lib
+from pipeline.report import plots
 
 METHOD_LABELS = {
     "none": "ERM (labels only)", "kd": "KD", "dist": "DIST", "extracurricular": "extracurricular",
@@ -31,7 +31,7 @@ FIGURES_DIR = "figures"
 
 # ------------------------------------------------------------------ inputs
 def load_results(path, arg="results"):
-    """Reads and checks a results JSON written by `kdtf.experiment.run`.
+    """Reads and checks a results JSON written by `pipeline.experiment.run`.
 
     Raises:
         FileNotFoundError / ValueError naming `arg` for a missing file, bad
@@ -553,7 +553,7 @@ def build_report(results_path, output_dir, split="test", num_bins=15, tflite=Tru
     Example:
 
     ```python
-    kdtf.report.build_report("runs/results/kd_mnist1d_mlp_s0.json", "runs/report")
+    pipeline.report.build_report("runs/results/kd_mnist1d_mlp_s0.json", "runs/report")
     ```
     """
     results = load_results(results_path)

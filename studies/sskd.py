@@ -2,7 +2,7 @@
 
 Run with:
 
-    python -m kdtf.studies.sskd --out results/sskd.md
+    python -m studies.sskd --out results/sskd.md
 
 For each dataset a teacher is trained once (seed 0); then for every seed a
 fresh student is trained with each method and evaluated on the test split:
@@ -345,7 +345,7 @@ def main(argv=None):
     start = time.time()
     results = run_study(datasets, seeds)
     seconds = time.time() - start
-    command = "python -m kdtf.studies.sskd " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m studies.sskd " + " ".join(argv if argv is not None else sys.argv[1:])
     text = to_markdown(results, command.strip(), seconds, seeds)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

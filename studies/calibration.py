@@ -24,7 +24,7 @@ The study behind results/calibration.md (issue 6, items 2 and 3):
    agreement with the float Keras model, max error, accuracy, latency, via
    `kdtf.export.verify`). Failures are recorded with their exact error.
 
-    python -m kdtf.studies.calibration --workdir=/work/scratch/calibration/final \
+    python -m studies.calibration --workdir=/work/scratch/calibration/final \
         --output=results/calibration.md
 """
 import argparse
@@ -42,7 +42,7 @@ import keras
 import numpy as np
 
 from kdtf import data as data_lib
-from kdtf import experiment
+from pipeline import experiment
 from kdtf import samplers as samplers_lib
 from kdtf import export as export_lib
 from kdtf.export import verify as verify_lib
@@ -693,7 +693,7 @@ def main(argv=None):
         results["native"] = run_part_native(args, log)
     seconds = time.time() - start
     results["seconds"] = seconds
-    command = "python -m kdtf.studies.calibration " + " ".join(
+    command = "python -m studies.calibration " + " ".join(
         argv if argv is not None else sys.argv[1:])
     text = to_markdown(results, command.strip(), seconds)
     if args.output:

@@ -10,7 +10,7 @@ sampled after every epoch (`kdtf.callbacks.MemoryLogger`); growth is
 measured from the end of the warm-up epochs (tracing, allocator pools) to
 the last epoch.
 
-    python -m kdtf.studies.soak --minutes=30 --output=results/soak.md
+    python -m studies.soak --minutes=30 --output=results/soak.md
 """
 import argparse
 import json
@@ -25,7 +25,7 @@ import keras
 def run(minutes, workdir, epochs_per_fit=10, warmup=3, seed=0):
     """Trains until `minutes` have passed; returns a dict with the RSS series."""
     from kdtf import callbacks as callbacks_lib
-    from kdtf import experiment
+    from pipeline import experiment
 
     cfg = experiment.RunConfig(method="extracurricular", sampler="gmm", epochs=epochs_per_fit,
                                workdir=workdir, verbose=0, compare_erm=False, seed=seed)
@@ -95,7 +95,7 @@ def main(argv=None):
     parser.add_argument("--output", default="", help="Markdown report (a .json is written beside).")
     args = parser.parse_args(argv)
     res = run(args.minutes, args.workdir, args.epochs_per_fit, args.warmup)
-    command = "python -m kdtf.studies.soak " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m studies.soak " + " ".join(sys.argv[1:] if argv is None else argv)
     text = to_markdown(res, command)
     print(text)
     if args.output:

