@@ -132,7 +132,8 @@ def settings():
 
 
 def _kd(cfg, ctx):
-    return {"distillation_losses": losses.KD(temperature=cfg.temperature)}
+    return {"distillation_losses": losses.KD(
+        temperature=cfg.temperature, logit_standardization=cfg.logit_standardization)}
 
 
 def _extracurricular(cfg, ctx):
@@ -155,11 +156,18 @@ def _fitnets(cfg, ctx):
 
 register(Method("none", "ERM: the student on labels alone, no teacher", trainer="plain",
                 label="student, ERM (labels only)"))
-register(Method("kd", "KD: Hinton's softened-logit KL (Hinton et al. 2015)", _kd, label="student, KD"))
+register(Method(
+    "kd", "KD: Hinton's softened-logit KL (Hinton et al. 2015)", _kd,
+    settings=(Setting("logit_standardization", False,
+                      "With --method=kd, dkd or dist: Z-score each example's logits before the "
+                      "softmax (Sun et al. 2024); --temperature is then the base temperature (the "
+                      "paper: 2, with the KD weight 9)."),),
+    label="student, KD"))
 register(Method(
     "dist", "DIST: Pearson inter- and intra-class relations of softened outputs (Huang et al. 2022)",
     lambda cfg, ctx: {"distillation_losses": losses.DIST(
-        temperature=cfg.temperature, global_batch=cfg.dist_global_batch)},
+        temperature=cfg.temperature, global_batch=cfg.dist_global_batch,
+        logit_standardization=cfg.logit_standardization)},
     settings=(Setting("dist_global_batch", False,
                       "With --method=dist under a strategy: DIST's intra-class correlations over "
                       "the global batch (one all-gather per step) instead of per replica."),),
@@ -168,7 +176,8 @@ register(Method(
     "dkd", "DKD: KD decoupled into target and non-target terms (Zhao et al. 2022)",
     lambda cfg, ctx: {"distillation_losses": losses.DKD(
         alpha=cfg.dkd_alpha, beta=cfg.dkd_beta, temperature=cfg.temperature,
-        warmup_steps=int(round(cfg.dkd_warmup_epochs * ctx.steps_per_epoch)))},
+        warmup_steps=int(round(cfg.dkd_warmup_epochs * ctx.steps_per_epoch)),
+        logit_standardization=cfg.logit_standardization)},
     settings=(
         Setting("dkd_alpha", 1.0, "Weight of DKD's target-class term.", lower_bound=0.0),
         Setting("dkd_beta", 8.0, "Weight of DKD's non-target-class term (the paper's CIFAR-100 "

@@ -3,6 +3,7 @@ import keras
 from keras import ops
 
 from kdtf import distribute
+from kdtf.losses import logit_standardization as ls
 from kdtf.losses.base import DistillationLoss, check_temperature
 
 _EPS = 1e-8
@@ -56,6 +57,11 @@ class DIST(DistillationLoss):
             `tau^2 * (beta * (1 - rho_n) + gamma * L_intra)`, so the mean
             over the batch equals the formula above; sample weights weight the
             inter-class term of each example.
+        logit_standardization: Z-score both models' logits over the classes
+            before the softmax (Sun et al., CVPR 2024; see
+            `kdtf.losses.logit_standardization`); `temperature` is then the
+            base temperature. The authors' code applies it to KD, DKD and
+            MLKD; for DIST it is the same pre-process. Defaults to False.
 
     Returns:
         Called as `loss(teacher_logits, student_logits)`, a scalar.
@@ -75,8 +81,10 @@ class DIST(DistillationLoss):
         name="dist",
         reduction="sum_over_batch_size",
         global_batch=False,
+        logit_standardization=False,
     ):
         super().__init__(name=name, reduction=reduction)
+        self.logit_standardization = ls.check_flag(logit_standardization)
         self.temperature = check_temperature(temperature)
         for arg, value in (("beta", beta), ("gamma", gamma)):
             if not isinstance(value, (int, float)) or value < 0:
@@ -99,6 +107,8 @@ class DIST(DistillationLoss):
             )
         z_t = ops.reshape(teacher_outputs, (-1, num_classes))
         z_s = ops.reshape(student_outputs, (-1, num_classes))
+        if self.logit_standardization:
+            z_t, z_s = ls.standardize(z_t), ls.standardize(z_s)
         tau = self.temperature
         y_t = ops.softmax(z_t / tau, axis=-1)
         y_s = ops.softmax(z_s / tau, axis=-1)
@@ -129,4 +139,5 @@ class DIST(DistillationLoss):
             "beta": self.beta,
             "gamma": self.gamma,
             "global_batch": self.global_batch,
+            "logit_standardization": self.logit_standardization,
         }

@@ -2,6 +2,7 @@
 import keras
 from keras import ops
 
+from kdtf.losses import logit_standardization as ls
 from kdtf.losses.base import DistillationLoss, check_temperature
 
 
@@ -32,6 +33,11 @@ class DKD(DistillationLoss):
             steps (the paper warms up over 20 epochs); 0 for none.
         name: name of the loss. Defaults to "dkd".
         reduction: `keras.losses.Loss` reduction over the per-example values.
+        logit_standardization: Z-score both models' logits over the classes
+            before every softmax (Sun et al., CVPR 2024; see
+            `kdtf.losses.logit_standardization`); `temperature` is then the
+            base temperature (the paper: 2, with alpha and beta multiplied
+            by 9). Defaults to False.
 
     Returns:
         Called as `loss(teacher_logits, student_logits, labels=y, step=s)`
@@ -48,8 +54,9 @@ class DKD(DistillationLoss):
     needs = ("labels", "step")
 
     def __init__(self, alpha=1.0, beta=8.0, temperature=4.0, warmup_steps=0, name="dkd",
-                 reduction="sum_over_batch_size"):
+                 reduction="sum_over_batch_size", logit_standardization=False):
         super().__init__(name=name, reduction=reduction)
+        self.logit_standardization = ls.check_flag(logit_standardization)
         for arg, value in (("alpha", alpha), ("beta", beta)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"`{arg}` must be a number >= 0; got {arg}={value!r}.")
@@ -66,6 +73,9 @@ class DKD(DistillationLoss):
             )
         num_classes = teacher_outputs.shape[-1]
         target = _target_mask(labels, teacher_outputs, num_classes)
+        if self.logit_standardization:
+            teacher_outputs = ls.standardize(teacher_outputs)
+            student_outputs = ls.standardize(student_outputs)
         tau = self.temperature
         log_p_t = ops.log_softmax(teacher_outputs / tau, axis=-1)
         log_p_s = ops.log_softmax(student_outputs / tau, axis=-1)
@@ -83,7 +93,8 @@ class DKD(DistillationLoss):
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta,
-                "temperature": self.temperature, "warmup_steps": self.warmup_steps}
+                "temperature": self.temperature, "warmup_steps": self.warmup_steps,
+                "logit_standardization": self.logit_standardization}
 
 
 # Subtracted from a logit to take its class out of a softmax.
