@@ -6,11 +6,13 @@ All losses are `keras.losses.Loss` subclasses computed in float32:
 - `DistributionKL`: KL(teacher || student) of categorical or Gaussian output
   distributions (extracurricular learning); `MeanMSE`: KD on regression means.
 - `FeatureMSE`: FitNets hint loss on intermediate features, with an adapter.
+- `AT`: attention transfer on one pair of feature maps.
 - `GaussianNLL`: the task loss of a `kdtf.heads.GaussianHead` regressor
   (called as `loss(y_true, outputs)`).
 """
 import keras
 
+from kdtf.losses.at import AT
 from kdtf.losses.base import CONTEXT
 from kdtf.losses.base import DistillationLoss
 from kdtf.losses.dist import DIST
@@ -22,7 +24,7 @@ from kdtf.losses.gaussian import MeanMSE
 from kdtf.losses.kd import KD
 
 __all__ = [
-    "CONTEXT", "DIST", "DKD", "DistillationLoss", "DistributionKL", "FeatureMSE", "GaussianNLL",
+    "AT", "CONTEXT", "DIST", "DKD", "DistillationLoss", "DistributionKL", "FeatureMSE", "GaussianNLL",
     "KD", "MeanMSE", "get",
 ]
 
