@@ -6,7 +6,8 @@ All losses are `keras.losses.Loss` subclasses computed in float32:
 - `DistributionKL`: KL(teacher || student) of categorical or Gaussian output
   distributions (extracurricular learning); `MeanMSE`: KD on regression means.
 - `FeatureMSE`: FitNets hint loss on intermediate features, with an adapter.
-- `AT`: attention transfer on one pair of feature maps.
+- `AT`: attention transfer on one pair of feature maps; `RKD`: relational KD
+  (distances and angles within a batch of embeddings).
 - `GaussianNLL`: the task loss of a `kdtf.heads.GaussianHead` regressor
   (called as `loss(y_true, outputs)`).
 """
@@ -22,10 +23,11 @@ from kdtf.losses.feature import FeatureMSE
 from kdtf.losses.gaussian import GaussianNLL
 from kdtf.losses.gaussian import MeanMSE
 from kdtf.losses.kd import KD
+from kdtf.losses.rkd import RKD
 
 __all__ = [
     "AT", "CONTEXT", "DIST", "DKD", "DistillationLoss", "DistributionKL", "FeatureMSE", "GaussianNLL",
-    "KD", "MeanMSE", "get",
+    "KD", "MeanMSE", "RKD", "get",
 ]
 
 _BY_NAME = {"kd": KD, "dist": DIST, "dkd": DKD, "distribution_kl": DistributionKL, "mean_mse": MeanMSE}

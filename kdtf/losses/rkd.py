@@ -1,0 +1,148 @@
+"""Relational knowledge distillation (Park et al., CVPR 2019)."""
+import keras
+from keras import ops
+
+from kdtf.losses import feature_checks as checks
+from kdtf.losses.base import DistillationLoss
+
+# The reference code clamps squared distances at 1e-12 before the sqrt...
+_DISTANCE_FLOOR_SQUARED = 1e-12
+# ...and normalises difference vectors with F.normalize (norm floored at 1e-12).
+_NORM_FLOOR_SQUARED = 1e-24
+
+
+def _huber(x):
+    """Smooth L1 with threshold 1 (`F.smooth_l1_loss`'s default), elementwise."""
+    a = ops.abs(x)
+    return ops.where(a < 1.0, 0.5 * ops.square(x), a - 0.5)
+
+
+def _relations(embeddings):
+    """Normalised pairwise distances `[B, B]` and angle cosines `[B, B, B]`.
+
+    `angles[i, j, k]` is the cosine of the angle at `e_i` between `e_j - e_i`
+    and `e_k - e_i` (zero when `j` or `k` is `i`).
+    """
+    diff = ops.expand_dims(embeddings, 0) - ops.expand_dims(embeddings, 1)  # [i, j] = e_j - e_i
+    squared = ops.sum(ops.square(diff), axis=-1)
+    index = ops.arange(ops.shape(embeddings)[0])
+    off_diagonal = ops.cast(ops.expand_dims(index, 0) != ops.expand_dims(index, 1), "float32")
+    distance = ops.sqrt(ops.maximum(squared, _DISTANCE_FLOOR_SQUARED)) * off_diagonal
+    # The mean over the B (B - 1) pairs: every off-diagonal distance is >= 1e-6,
+    # so this is the reference code's mean over the positive distances.
+    pairs = ops.sum(off_diagonal)
+    mean = ops.sum(distance) / ops.maximum(pairs, 1.0)
+    distance = distance / ops.maximum(mean, 1e-12)
+    unit = diff / ops.expand_dims(ops.sqrt(ops.maximum(squared, _NORM_FLOOR_SQUARED)), -1)
+    angles = ops.matmul(unit, ops.transpose(unit, (0, 2, 1)))
+    return distance, angles
+
+
+@keras.saving.register_keras_serializable(package="kdtf")
+class RKD(DistillationLoss):
+    """Relational KD: match the distances and angles within a batch of embeddings.
+
+    For embeddings `e` (`[B, D]`; higher-rank features are flattened), with
+    `d_ij = |e_i - e_j| / mu` (`mu` the mean distance over the `B (B - 1)`
+    pairs) and `cos_ijk` the cosine of the angle at `e_i` formed by `e_j` and
+    `e_k`,
+
+        loss = distance_weight * mean_ij huber(d_ij^S - d_ij^T)
+             + angle_weight * mean_ijk huber(cos_ijk^S - cos_ijk^T),
+
+    `huber` being the smooth L1 loss with threshold 1. Teacher and student
+    may have different widths `D`: only relations are compared, so no
+    adapter is needed. The loss is invariant to a translation, rotation or
+    (uniform) scaling of either embedding. The teacher's relations carry no
+    gradient.
+
+    The per-example value of example `i` is the mean over its row (`j`, and
+    `j, k` for the angles), so the batch mean equals the formula above.
+    Sample weights weigh these rows. The loss is relational: it needs a batch
+    of at least 2 and, under `tf.distribute`, relates the examples of each
+    replica's batch. Memory grows as `B^2 D` (difference vectors) and `B^3`
+    (angles).
+
+    Conventions follow the reference code (github.com/lenscloth/RKD, as
+    re-implemented in HobbitLong/RepDistiller and megvii-research/mdistiller):
+    unsquared distances with the squared distance clamped at `1e-12`, the mean
+    over positive distances, `F.normalize` floors of `1e-12`, smooth L1 means
+    over all `B^2` and `B^3` entries (including the zero diagonal), weights 25
+    and 50, and a loss weight of 1 on top.
+
+    Args:
+        teacher_layer_name: the teacher layer whose output is the embedding,
+            e.g. `"features"` (the penultimate layer of kdtf zoo models).
+        student_layer_name: the student layer to match.
+        distance_weight: weight of the distance term. Defaults to 25.
+        angle_weight: weight of the angle term. Defaults to 50.
+        name: name of the loss. Defaults to `"rkd"`.
+        reduction: `keras.losses.Loss` reduction over the per-example values.
+
+    Call arguments:
+        teacher_outputs: teacher embeddings `[B, ...]`.
+        student_outputs: student embeddings `[B, ...]`, the same `B`.
+        sample_weight: optional per-example weights.
+
+    Returns:
+        The (weighted) batch mean of the per-example values, or the `[B]`
+        values with `reduction=None`.
+
+    Example:
+
+    >>> loss = kdtf.losses.RKD("features", "features")
+    >>> distiller = kdtf.Distiller(teacher, student, [loss])
+    """
+
+    same_shape = False
+
+    def __init__(self, teacher_layer_name, student_layer_name, distance_weight=25.0,
+                 angle_weight=50.0, name="rkd", reduction="sum_over_batch_size"):
+        super().__init__(name=name, reduction=reduction)
+        self.teacher_layer_name = checks.check_layer_name("teacher_layer_name", teacher_layer_name)
+        self.student_layer_name = checks.check_layer_name("student_layer_name", student_layer_name)
+        self.distance_weight = checks.check_weight("distance_weight", distance_weight)
+        self.angle_weight = checks.check_weight("angle_weight", angle_weight)
+
+    def build_adapter(self, teacher_shape, student_shape):
+        """Checks the per-example feature shapes; RKD needs no adapter.
+
+        The `kdtf.Distiller` calls this once with the static shapes of the two
+        layers (without the batch axis).
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: a layer's output has no feature axis.
+        """
+        self._check_ranks((None, *teacher_shape), (None, *student_shape))
+        return None
+
+    def call(self, teacher_outputs, student_outputs):
+        self._check_ranks(teacher_outputs.shape, student_outputs.shape)
+        checks.check_batch(self, teacher_outputs, student_outputs)
+        batch = teacher_outputs.shape[0]
+        if batch is not None and batch < 2:
+            raise ValueError(
+                f"RKD relates the examples of a batch and needs at least 2; got "
+                f"{checks.describe(self, 'teacher')} of shape {tuple(teacher_outputs.shape)}."
+            )
+        d_t, a_t = _relations(checks.flatten(teacher_outputs))
+        d_t, a_t = ops.stop_gradient(d_t), ops.stop_gradient(a_t)
+        d_s, a_s = _relations(checks.flatten(student_outputs))
+        loss = ops.zeros_like(d_t[:, 0])
+        if self.distance_weight:
+            loss = loss + self.distance_weight * ops.mean(_huber(d_s - d_t), axis=-1)
+        if self.angle_weight:
+            loss = loss + self.angle_weight * ops.mean(_huber(a_s - a_t), axis=(1, 2))
+        return loss
+
+    def _check_ranks(self, teacher_shape, student_shape):
+        for role, shape in (("teacher", teacher_shape), ("student", student_shape)):
+            checks.check_min_rank(self, shape, role, 2, "embeddings [batch, features, ...]")
+
+    def get_config(self):
+        return {**super().get_config(), "teacher_layer_name": self.teacher_layer_name,
+                "student_layer_name": self.student_layer_name,
+                "distance_weight": self.distance_weight, "angle_weight": self.angle_weight}
