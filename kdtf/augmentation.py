@@ -1,6 +1,76 @@
-"""Image augmentation as a Keras layer, run on the device inside the train step."""
+"""kdtf's crop and flip, written once: the layer in the train step, and the math
+behind `kdtf.data.Augment` (tf.data) and `kdtf.caching`'s view augmentations.
+
+`shift_window` (pad and crop at per-example offsets) and `crop_flip` are
+the one implementation; each caller only draws its random numbers its own way
+(a `keras.random.SeedGenerator` in the step, stateless per-batch or
+per-example seeds on the host) and passes them in. They run on Keras's backend
+ops, on the active backend by default or on TensorFlow's (`TF_OPS`) inside
+tf.data, whatever the Keras backend, as Keras's own preprocessing layers do.
+"""
 import keras
 from keras import ops
+from keras.src.utils.backend_utils import DynamicBackend
+
+# TensorFlow's ops for code that runs inside tf.data (the host pipeline and the
+# teacher cache), on any Keras backend.
+TF_OPS = DynamicBackend("tensorflow")
+
+
+def shift_window(x, offsets, padding, axes, backend=None):
+    """Zero-pads `x` on `axes` and cuts each example's window back out.
+
+    Args:
+        x: `[B, ...]` tensor.
+        offsets: int32 `[B, len(axes)]`, each in `[0, 2 * padding]`: where
+            example `b`'s window starts on `axes[j]` in the padded tensor
+            (`padding` is no shift).
+        padding: int >= 0, zeros added on both sides of each axis.
+        axes: the axes to shift (1 for the height of `[B, H, W, C]`).
+        backend: a Keras backend namespace (`TF_OPS` inside tf.data); None:
+            the active backend.
+
+    Returns:
+        A tensor of `x`'s shape and dtype: an exact gather, no arithmetic.
+    """
+    b = backend or _ACTIVE
+    pad = [[0, 0]] * len(x.shape)
+    for axis in axes:
+        pad[axis] = [padding, padding]
+    out = b.numpy.pad(x, pad)
+    for j, axis in enumerate(axes):
+        size = x.shape[axis] if x.shape[axis] is not None else b.core.shape(x)[axis]
+        start = b.numpy.expand_dims(b.cast(offsets[:, j], "int32"), 1)
+        positions = start + b.numpy.expand_dims(b.numpy.arange(size, dtype="int32"), 0)
+        index_shape = [-1] + [1] * (len(x.shape) - 1)
+        index_shape[axis] = size
+        out = b.numpy.take_along_axis(out, b.numpy.reshape(positions, index_shape), axis=axis)
+    return out
+
+
+def crop_flip(images, offsets, flip, padding, backend=None):
+    """Pad-and-crop by `offsets`, then a left-right flip where `flip` holds.
+
+    Args:
+        images: `[B, H, W, C]`, any dtype (uint8 stays uint8).
+        offsets: int32 `[B, 2]` (rows, columns) in `[0, 2 * padding]`.
+        flip: bool `[B]`, or None for no flip.
+        padding: int >= 0; 0 skips the crop.
+        backend: as in `shift_window`.
+
+    Returns:
+        The augmented images, same shape and dtype.
+    """
+    b = backend or _ACTIVE
+    if padding:
+        images = shift_window(images, offsets, padding, axes=(1, 2), backend=b)
+    if flip is not None:
+        mask = b.numpy.reshape(flip, [-1, 1, 1, 1])
+        images = b.numpy.where(mask, b.numpy.flip(images, axis=2), images)
+    return images
+
+
+_ACTIVE = DynamicBackend()
 
 
 @keras.saving.register_keras_serializable(package="kdtf")
@@ -13,10 +83,9 @@ class RandomCropFlip(keras.layers.Layer):
     the accelerator inside the compiled train step, on the batch as it
     arrived (uint8 images stay uint8), so the host only feeds bytes. Each
     image is zero-padded by `padding` pixels on every side and cropped back
-    to `H x W` at a random offset, then flipped left-right with probability
-    1/2. The crop is an exact gather (a one-hot matrix product in float32,
-    exact for uint8 and float values alike). At inference (`training` false)
-    the layer is the identity.
+    to `H x W` at a random offset (an exact gather, `crop_flip`), then
+    flipped left-right with probability 1/2. At inference (`training`
+    false) the layer is the identity.
 
     Args:
         padding: int >= 0, pixels of zero padding; 0 disables the crop.
@@ -58,22 +127,14 @@ class RandomCropFlip(keras.layers.Layer):
     def call(self, images, training=None):
         if not training:
             return images
-        height, width = images.shape[1], images.shape[2]
-        dtype = images.dtype
-        out = ops.cast(images, "float32")
-        batch = ops.shape(out)[0]
-        if self.padding:
-            p = self.padding
-            out = ops.pad(out, [[0, 0], [p, p], [p, p], [0, 0]])
-            offsets = keras.random.randint((batch, 2), 0, 2 * p + 1, seed=self.seed_generator)
-            rows = _one_hot_window(offsets[:, 0], height, height + 2 * p)  # [B, H, H + 2p]
-            cols = _one_hot_window(offsets[:, 1], width, width + 2 * p)  # [B, W, W + 2p]
-            out = ops.einsum("bhi,biwc->bhwc", rows, out)
-            out = ops.einsum("bwj,bhjc->bhwc", cols, out)
+        batch = ops.shape(images)[0]
+        p = self.padding
+        offsets = (keras.random.randint((batch, 2), 0, 2 * p + 1, seed=self.seed_generator)
+                   if p else None)
+        flip = None
         if self.flip:
-            coin = keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator)
-            out = ops.where(coin < 0.5, ops.flip(out, axis=2), out)
-        return ops.cast(out, dtype)
+            flip = keras.random.uniform((batch,), seed=self.seed_generator) < 0.5
+        return crop_flip(images, offsets, flip, p)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -83,8 +144,3 @@ class RandomCropFlip(keras.layers.Layer):
         config.update({"padding": self.padding, "flip": self.flip, "seed": self.seed})
         return config
 
-
-def _one_hot_window(start, size, total):
-    """`[B, size, total]`: row `k` of batch `b` selects index `start[b] + k`."""
-    index = ops.expand_dims(start, 1) + ops.expand_dims(ops.arange(size, dtype=start.dtype), 0)
-    return ops.one_hot(index, total, dtype="float32")

@@ -49,6 +49,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdtf import augmentation
 from kdtf.distiller import CACHED_OUTPUTS_KEY
 from kdtf.distiller import INPUTS_KEY
 
@@ -116,20 +117,6 @@ class ViewAugment:
         return f"{type(self).__name__}({args})"
 
 
-def _shift_window(x, offsets, padding, axes):
-    """Zero-pads `x` by `padding` on `axes` and cuts each example's window
-    back at `offsets[:, j]` on axis `axes[j]`."""
-    pad = [[0, 0]] * x.shape.rank
-    for axis in axes:
-        pad[axis] = [padding, padding]
-    padded = tf.pad(x, pad)
-    for j, axis in enumerate(axes):
-        size = tf.shape(x)[axis]
-        positions = offsets[:, j : j + 1] + tf.range(size)[None, :]
-        padded = tf.gather(padded, positions, axis=axis, batch_dims=1)
-    return padded
-
-
 def _check_non_negative_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"`{name}` must be an int >= 0; got {value!r}.")
@@ -176,7 +163,8 @@ class SignalShift(ViewAugment):
         if self.max_shift:
             offsets = tf.cast(tf.floor(u[:, :1] * (2 * self.max_shift + 1)), tf.int32)
             offsets = tf.minimum(offsets, 2 * self.max_shift)
-            x = _shift_window(x, offsets, self.max_shift, axes=(1,))
+            x = augmentation.shift_window(x, offsets, self.max_shift, axes=(1,),
+                                           backend=augmentation.TF_OPS)
         extra = [1] * (x.shape.rank - 1)
         if self.scale:
             gain = 1.0 + self.scale * (2.0 * u[:, 1] - 1.0)
@@ -225,13 +213,9 @@ class ImageCropFlip(ViewAugment):
     def call(self, x, seeds):
         u = _per_example(seeds, lambda s: tf.random.stateless_uniform([3], s))
         p = self.random_crop_padding
-        if p:
-            offsets = tf.minimum(tf.cast(tf.floor(u[:, :2] * (2 * p + 1)), tf.int32), 2 * p)
-            x = _shift_window(x, offsets, p, axes=(1, 2))
-        if self.flip:
-            flip = u[:, 2] < 0.5
-            x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
-        return x
+        offsets = tf.minimum(tf.cast(tf.floor(u[:, :2] * (2 * p + 1)), tf.int32), 2 * p)
+        flip = u[:, 2] < 0.5 if self.flip else None
+        return augmentation.crop_flip(x, offsets, flip, p, backend=augmentation.TF_OPS)
 
     def get_config(self):
         return {"random_crop_padding": self.random_crop_padding, "flip": self.flip}

@@ -146,3 +146,28 @@ def test_augmentation_argument_errors():
     cached = {"inputs": x, "teacher_outputs": np.zeros((8, 3), "float32")}
     with pytest.raises(ValueError, match="augmentation.*cached"):
         d.fit(cached, np.zeros(8, "int32"), batch_size=4, epochs=1, verbose=0)
+
+
+def _numpy_crop_flip(images, offsets, flip, p):
+    padded = np.pad(images, [(0, 0), (p, p), (p, p), (0, 0)])
+    h, w = images.shape[1:3]
+    out = np.stack([padded[i, r:r + h, c:c + w] for i, (r, c) in enumerate(offsets)])
+    return np.where(flip[:, None, None, None], out[:, :, ::-1], out)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+@pytest.mark.parametrize("on_tf_ops", [False, True])
+def test_crop_flip_is_the_numpy_crop_and_flip_on_either_ops(dtype, on_tf_ops):
+    # The one crop + flip behind the layer, kdtf.data.Augment and the teacher cache's
+    # ImageCropFlip (the last two run it on TensorFlow's ops inside tf.data).
+    from kdtf import augmentation
+
+    rng = np.random.default_rng(0)
+    images = (rng.uniform(0, 255, (6, 7, 5, 3))).astype(dtype)
+    offsets = rng.integers(0, 7, (6, 2)).astype("int32")  # padding 3: [0, 6]
+    flip = rng.uniform(size=6) < 0.5
+    backend = augmentation.TF_OPS if on_tf_ops else None
+    got = augmentation.crop_flip(images, offsets, flip, 3, backend=backend)
+    got = got.numpy() if on_tf_ops else keras.ops.convert_to_numpy(got)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, _numpy_crop_flip(images, offsets, flip, 3))

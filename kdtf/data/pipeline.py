@@ -3,6 +3,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdtf import augmentation
 from kdtf.data.validation import validate_arrays
 
 
@@ -80,25 +81,14 @@ class Augment:
         seed = tf.cast(seed, tf.int64)
         crop_seed = tf.random.experimental.stateless_fold_in(seed, 0)
         flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-        shape = tf.shape(images)
-        batch, height, width = shape[0], shape[1], shape[2]
+        batch = tf.shape(images)[0]
         p = self.random_crop_padding
+        offsets = None
         if p > 0:
-            padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
             offsets = tf.random.stateless_uniform(
-                [batch, 2], crop_seed, minval=0, maxval=2 * p + 1,
-                dtype=tf.int32,
-            )
-            rows = offsets[:, :1] + tf.range(height)[None, :]  # [B, H]
-            cols = offsets[:, 1:] + tf.range(width)[None, :]  # [B, W]
-            images = tf.gather(padded, rows, axis=1, batch_dims=1)
-            images = tf.gather(images, cols, axis=2, batch_dims=1)
-        if self.flip:
-            flip = tf.random.stateless_uniform([batch], flip_seed) < 0.5
-            images = tf.where(
-                flip[:, None, None, None], tf.reverse(images, axis=[2]), images
-            )
-        return images
+                [batch, 2], crop_seed, minval=0, maxval=2 * p + 1, dtype=tf.int32)
+        flip = tf.random.stateless_uniform([batch], flip_seed) < 0.5 if self.flip else None
+        return augmentation.crop_flip(images, offsets, flip, p, backend=augmentation.TF_OPS)
 
     def get_config(self):
         return {
