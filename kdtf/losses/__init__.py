@@ -7,7 +7,8 @@ All losses are `keras.losses.Loss` subclasses computed in float32:
   distributions (extracurricular learning); `MeanMSE`: KD on regression means.
 - `FeatureMSE`: FitNets hint loss on intermediate features, with an adapter.
 - `AT`: attention transfer on one pair of feature maps; `RKD`: relational KD
-  (distances and angles within a batch of embeddings).
+  (distances and angles within a batch of embeddings); `PKT`: probabilistic
+  knowledge transfer (cosine-similarity distributions within a batch).
 - `GaussianNLL`: the task loss of a `kdtf.heads.GaussianHead` regressor
   (called as `loss(y_true, outputs)`).
 """
@@ -23,11 +24,12 @@ from kdtf.losses.feature import FeatureMSE
 from kdtf.losses.gaussian import GaussianNLL
 from kdtf.losses.gaussian import MeanMSE
 from kdtf.losses.kd import KD
+from kdtf.losses.pkt import PKT
 from kdtf.losses.rkd import RKD
 
 __all__ = [
     "AT", "CONTEXT", "DIST", "DKD", "DistillationLoss", "DistributionKL", "FeatureMSE", "GaussianNLL",
-    "KD", "MeanMSE", "RKD", "get",
+    "KD", "MeanMSE", "PKT", "RKD", "get",
 ]
 
 _BY_NAME = {"kd": KD, "dist": DIST, "dkd": DKD, "distribution_kl": DistributionKL, "mean_mse": MeanMSE}
