@@ -154,6 +154,26 @@ def _fitnets(cfg, ctx):
             "distillation_loss_weights": [cfg.feature_weight]}
 
 
+def _at(cfg, ctx):
+    names = ctx.stage_pairs()
+    if names is None:
+        from kdtf import stagewise
+
+        names = stagewise.default_stages(ctx.teacher), stagewise.default_stages(ctx.student)
+        if len(names[0]) != len(names[1]):
+            raise ValueError(
+                f"stages: at pairs the models' stages one to one, but the teacher has "
+                f"{len(names[0])} ({', '.join(names[0])}) and the student {len(names[1])} "
+                f"({', '.join(names[1])}); name the pairs, e.g. --stages=stage2:stage1.")
+    pairs = list(zip(*names))
+    return {"distillation_losses": [losses.AT(t, s, name=f"at_{s}") for t, s in pairs],
+            "distillation_loss_weights": [cfg.at_weight] * len(pairs)}
+
+
+# The penultimate (pooled) layer of kdtf zoo models, RKD's and PKT's embedding.
+_PENULTIMATE = "features"
+
+
 register(Method("none", "ERM: the student on labels alone, no teacher", trainer="plain",
                 label="student, ERM (labels only)"))
 register(Method(
@@ -212,3 +232,29 @@ register(Method(
     settings=(Setting("stage_epochs", 10, "Epochs of each SSKD backbone phase (--method=sskd).",
                       lower_bound=1),),
     label="student, SSKD"))
+register(Method(
+    "at", "AT: attention maps of every stage pair (--stages; default the models' stages) matched "
+    "with weight --at_weight (Zagoruyko & Komodakis 2017)", _at,
+    settings=(Setting("at_weight", 1000.0, "Weight of each AT stage pair (--method=at; the "
+                      "paper's beta).", lower_bound=0.0),),
+    label="student, AT"))
+register(Method(
+    "rkd", "RKD: distances and angles within a batch of penultimate features (Park et al. 2019)",
+    lambda cfg, ctx: {"distillation_losses": [losses.RKD(
+        _PENULTIMATE, _PENULTIMATE, distance_weight=cfg.rkd_distance_weight,
+        angle_weight=cfg.rkd_angle_weight)]},
+    settings=(
+        Setting("rkd_distance_weight", 25.0, "Weight of RKD's distance term (--method=rkd).",
+                lower_bound=0.0),
+        Setting("rkd_angle_weight", 50.0, "Weight of RKD's angle term (--method=rkd).",
+                lower_bound=0.0),
+    ),
+    label="student, RKD"))
+register(Method(
+    "pkt", "PKT: cosine-similarity distributions within a batch of penultimate features "
+    "(Passalis & Tefas 2018)",
+    lambda cfg, ctx: {"distillation_losses": [losses.PKT(_PENULTIMATE, _PENULTIMATE)],
+                      "distillation_loss_weights": [cfg.pkt_weight]},
+    settings=(Setting("pkt_weight", 30000.0, "Weight of the PKT loss (--method=pkt; the reference "
+                      "code's CIFAR-100 value for its mean over B^2 pairs).", lower_bound=0.0),),
+    label="student, PKT"))
