@@ -149,3 +149,27 @@ def test_distiller_fit_reduces_the_attention_gap():
         kdtf.Distiller(teacher, student, [losses.AT("stage1", "nope")])
     with pytest.raises(ValueError, match=r"student_outputs \(layer 'logits'\)"):
         kdtf.Distiller(teacher, student, [losses.AT("stage1", "logits")])
+
+
+def test_registry_builds_one_at_per_stage_pair():
+    from pipeline import experiment
+
+    teacher, student = _conv_net(8, False, "t"), _conv_net(4, True, "s")
+    cfg = experiment.RunConfig(method="at")
+    d = experiment.make_distiller(cfg, teacher, student, "at", steps_per_epoch=10)
+    (loss,) = d.distillation_losses
+    assert isinstance(loss, losses.AT) and (loss.teacher_layer_name, loss.student_layer_name) == (
+        "stage1", "stage1")
+    assert d.distillation_loss_weights == [1000.0]
+    cfg = experiment.RunConfig(method="at", stages="conv:stage1,stage1", at_weight=10.0)
+    d = experiment.make_distiller(cfg, teacher, student, "at", steps_per_epoch=10)
+    assert [(l.teacher_layer_name, l.student_layer_name) for l in d.distillation_losses] == [
+        ("conv", "stage1"), ("stage1", "stage1")]
+    assert d.distillation_loss_weights == [10.0, 10.0]
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(2, 3, name="stage1")(inp)
+    h = keras.layers.Conv2D(2, 3, name="stage2")(h)
+    deeper = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(h)), name="deeper")
+    with pytest.raises(ValueError, match="stages: at pairs the models' stages one to one"):
+        experiment.make_distiller(experiment.RunConfig(method="at"), deeper, student, "at",
+                                  steps_per_epoch=10)

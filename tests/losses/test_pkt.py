@@ -128,3 +128,13 @@ def test_distiller_fit_reduces_the_similarity_gap():
     assert np.all(np.isfinite(history["loss"])) and after < before
     with pytest.raises(ValueError, match="student_layer_name='nope' is not a layer"):
         kdtf.Distiller(teacher, student, [losses.PKT("features", "nope")])
+
+
+def test_registry_builds_pkt_on_the_penultimate_features():
+    from pipeline import experiment
+
+    cfg = experiment.RunConfig(method="pkt")
+    d = experiment.make_distiller(cfg, _mlp(16, "t"), _mlp(6, "s"), "pkt", steps_per_epoch=10)
+    (loss,) = d.distillation_losses
+    assert isinstance(loss, losses.PKT) and loss.student_layer_name == "features"
+    assert d.distillation_loss_weights == [30000.0]

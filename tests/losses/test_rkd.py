@@ -140,3 +140,13 @@ def test_distiller_fit_reduces_the_relational_gap():
     assert np.all(np.isfinite(history["loss"])) and after < before
     with pytest.raises(ValueError, match="teacher_layer_name='nope' is not a layer"):
         kdtf.Distiller(teacher, student, [losses.RKD("nope", "features")])
+
+
+def test_registry_builds_rkd_on_the_penultimate_features():
+    from pipeline import experiment
+
+    cfg = experiment.RunConfig(method="rkd", rkd_angle_weight=5.0)
+    d = experiment.make_distiller(cfg, _mlp(16, "t"), _mlp(6, "s"), "rkd", steps_per_epoch=10)
+    (loss,) = d.distillation_losses
+    assert isinstance(loss, losses.RKD) and loss.teacher_layer_name == "features"
+    assert (loss.distance_weight, loss.angle_weight) == (25.0, 5.0)
