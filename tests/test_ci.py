@@ -88,7 +88,7 @@ def _normalize(name):
 
 
 def _third_party_imports(*folders):
-    """{top-level module: [files]} for every import in `folders` outside the stdlib and kdtf."""
+    """{top-level module: [files]} for every import in `folders` outside the stdlib and the tree."""
     import ast
     import sys
 
@@ -111,13 +111,16 @@ def _third_party_imports(*folders):
                     for module in modules:
                         top = module.split(".")[0]
                         local = os.path.exists(os.path.join(directory, top + ".py"))
-                        if top not in sys.stdlib_module_names and top != "kdtf" and not local:
+                        if top not in sys.stdlib_module_names and top not in LAYERS and not local:
                             found.setdefault(top, []).append(os.path.relpath(path, ROOT))
     return found
 
 
-# Imported by kdtf only on another Keras backend (KERAS_BACKEND=jax; the "test" extra).
-OPTIONAL_IMPORTS = {"jax"}
+# The source tree's own top-level packages (tests/test_layering.py).
+LAYERS = {"kdtf", "pipeline", "studies", "benchmarks", "apps"}
+# Imported only on another Keras backend (KERAS_BACKEND=jax; the "test" extra) or
+# by benchmarks/torch_kd.py, the PyTorch reference loop that runs on the GPU machine.
+OPTIONAL_IMPORTS = {"jax", "torch"}
 
 
 def test_install_requires_covers_every_import_of_kdtf_and_the_apps():
@@ -127,7 +130,7 @@ def test_install_requires_covers_every_import_of_kdtf_and_the_apps():
     required = _install_requires()
     distributions = metadata.packages_distributions()
     missing = {}
-    for module, files in _third_party_imports("kdtf", "apps").items():
+    for module, files in _third_party_imports(*sorted(LAYERS)).items():
         if module in OPTIONAL_IMPORTS:
             continue
         names = {_normalize(d) for d in distributions.get(module, [module])}

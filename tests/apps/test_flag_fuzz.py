@@ -32,12 +32,17 @@ def _cases(n=24, seed=0):
     return cases
 
 
-@pytest.fixture(scope="module")
-def cases():
-    return _cases()
+def test_random_invalid_flags_never_give_a_traceback(tmp_path):
+    # 12 cases in the fast suite (each starts an app: ~5 s); the slow test below tries 48 more.
+    _check(_cases(n=12), tmp_path)
 
 
-def test_random_invalid_flags_never_give_a_traceback(cases, tmp_path):
+@pytest.mark.slow
+def test_many_more_random_invalid_flags_never_give_a_traceback(tmp_path):
+    _check(_cases(n=48, seed=1), tmp_path)
+
+
+def _check(cases, tmp_path):
     failures = []
     for app, flag, value in cases:
         # A second bad flag keeps a value that happens to be valid from
