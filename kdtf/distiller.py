@@ -43,6 +43,18 @@ class Distiller(keras.Model):
     output shape is an error. The train and test steps of every backend get
     this through `unpack_inputs` and `teacher_outputs`.
 
+    Example indices: a loss that keeps per-example state across steps (CRD's
+    memory bank, `kdtf.losses.CRD`) declares `"index"` in its `needs`, and
+    each batch then carries the examples' positions in the training set as
+    `x = {"inputs": inputs, "index": index}` (int, shape `[B]`, in
+    `[0, num_examples)`; with cached outputs the dict holds the three keys).
+    Attach the index before shuffling: `fit({"inputs": x, "index":
+    np.arange(len(x))}, y, shuffle=True)`, or
+    `tf.data.Dataset.from_tensor_slices(({"inputs": x, "index": range(n)}, y))
+    .shuffle(n).batch(b)`. Such a loss gets the index of the real rows in
+    train and test steps (None on synthetic rows and on batches without it);
+    a train step without it is an error.
+
     `fit()` logs `loss` (the total), `student_loss`, `distillation_loss` and,
     with a sampler, `synthetic_loss`, followed by the compiled metrics of the
     student on the real inputs. `evaluate()` reports the student: its task
@@ -204,7 +216,7 @@ class Distiller(keras.Model):
                 loss.build_adapter(
                     _feature_shape(teacher, _feature_name(loss, "teacher")),
                     _feature_shape(student, _feature_name(loss, "student")),
-                )
+                )  # lists of shapes for a loss over several layers
             if getattr(loss, "adapter", None) is not None:
                 adapters.append(loss.adapter)
         # Tracked so the optimizer trains them and .keras files keep them; they
@@ -393,16 +405,32 @@ class Distiller(keras.Model):
         Returns:
             `(inputs, cached)`; `cached` is None for ordinary batches.
         """
-        if isinstance(x, dict) and CACHED_OUTPUTS_KEY in x:
-            unknown = sorted(set(x) - {INPUTS_KEY, CACHED_OUTPUTS_KEY})
+        if isinstance(x, dict) and (CACHED_OUTPUTS_KEY in x or INDEX_KEY in x):
+            unknown = sorted(set(x) - {INPUTS_KEY, CACHED_OUTPUTS_KEY, INDEX_KEY})
             if INPUTS_KEY not in x or unknown:
                 raise ValueError(
-                    "A batch with cached teacher outputs must be the dict "
+                    "A batch with cached teacher outputs or example indices must be the dict "
                     f"{{{INPUTS_KEY!r}: inputs, {CACHED_OUTPUTS_KEY!r}: "
-                    f"outputs}}; got keys {sorted(x)}."
+                    f"outputs, {INDEX_KEY!r}: index}} (either of the last two may be left "
+                    f"out); got keys {sorted(x)}."
                 )
-            return x[INPUTS_KEY], x[CACHED_OUTPUTS_KEY]
+            return x[INPUTS_KEY], x.get(CACHED_OUTPUTS_KEY)
         return x, None
+
+    def batch_index(self, x):
+        """The examples' dataset indices a batch's `x` carries, or None.
+
+        Args:
+            x: the inputs of a batch, before `unpack_inputs`: the dict
+                `{"inputs": ..., "index": ...}` carries the index (see the
+                class docstring).
+
+        Returns:
+            An int tensor of shape `[B]`, or None.
+        """
+        if isinstance(x, dict) and INDEX_KEY in x:
+            return x[INDEX_KEY]
+        return None
 
     def teacher_outputs(self, x, cached=None, num_real=None):
         """Teacher outputs (and named features) as a dict, inference mode.
@@ -507,7 +535,7 @@ class Distiller(keras.Model):
 
     def compute_distillation_loss(
         self, y, teacher_outputs, student_outputs, num_real, sample_weight=None,
-        training=True,
+        training=True, index=None,
     ):
         """The objective of one step, shared by every backend's train step.
 
@@ -521,6 +549,8 @@ class Distiller(keras.Model):
             sample_weight: optional weights of the real inputs.
             training: whether trainable parts of the losses (feature
                 adapters and their BatchNorm) run in training mode.
+            index: the real rows' dataset indices (`batch_index`), or None;
+                given to losses that need `"index"`.
 
         Returns:
             `(total_loss, terms, student_real_outputs)` where the losses are
@@ -547,8 +577,17 @@ class Distiller(keras.Model):
                 ops.cast(ops.sum(loss), "float32")
             )
         terms["student_loss"] = student_loss
+        if index is None and training:
+            for fn in self._loss_fns:
+                if "index" in getattr(fn, "needs", ()):
+                    raise ValueError(
+                        f"the distillation loss {getattr(fn, 'name', type(fn).__name__)} needs "
+                        "each example's index in the training set: give batches x = "
+                        f"{{{INPUTS_KEY!r}: inputs, {INDEX_KEY!r}: index}}, e.g. fit({{"
+                        f"{INPUTS_KEY!r}: x, {INDEX_KEY!r}: np.arange(len(x))}}, y)."
+                    )
         terms["distillation_loss"] = self._weighted_distillation(
-            t_real, s_real, sample_weight, training=training, labels=y
+            t_real, s_real, sample_weight, training=training, labels=y, index=index
         )
         total = (
             self.student_loss_weight * student_loss
@@ -566,10 +605,11 @@ class Distiller(keras.Model):
         return total, terms, s_real[_OUTPUT]
 
     def _weighted_distillation(
-        self, teacher_outputs, student_outputs, sample_weight=None, training=True, labels=None
+        self, teacher_outputs, student_outputs, sample_weight=None, training=True, labels=None,
+        index=None,
     ):
         total = ops.zeros((), dtype="float32")
-        context = {"labels": labels, "training": training}
+        context = {"labels": labels, "training": training, "index": index}
         for loss, weight in zip(self._loss_fns, self.distillation_loss_weights):
             needs = getattr(loss, "needs", ())
             if "step" in needs and "step" not in context:
@@ -579,7 +619,11 @@ class Distiller(keras.Model):
                                    if training and optimizer is not None else None)
             kwargs = {name: context[name] for name in needs}
             t_name, s_name = _feature_name(loss, "teacher"), _feature_name(loss, "student")
-            t, s = teacher_outputs[t_name or _OUTPUT], student_outputs[s_name or _OUTPUT]
+            if isinstance(t_name, tuple):  # a loss over several layers gets lists
+                t = [teacher_outputs[n] for n in t_name]
+                s = [student_outputs[n] for n in s_name]
+            else:
+                t, s = teacher_outputs[t_name or _OUTPUT], student_outputs[s_name or _OUTPUT]
             if _softmax_mode(loss) == "log_probabilities":
                 if t_name is None and "teacher" in self._softmax_roles:
                     t = heads.log_probabilities(t)
@@ -647,9 +691,20 @@ _OUTPUT = "output"
 # Keys of the `x` dict of batches with cached teacher outputs.
 INPUTS_KEY = "inputs"
 CACHED_OUTPUTS_KEY = "teacher_outputs"
+# Key of the examples' dataset indices in the `x` dict (losses that need "index").
+INDEX_KEY = "index"
 
 
 def _feature_name(loss, role):
+    """The layer a loss reads (`{role}_layer_name`), None for output losses.
+
+    A loss over several layers declares `{role}_layer_names` instead (a list,
+    e.g. ReviewKD's stages): this returns them as a tuple, and the loss gets
+    lists of features and `build_adapter` lists of shapes, in that order.
+    """
+    names = getattr(loss, f"{role}_layer_names", None)
+    if names is not None:
+        return tuple(names)
     return getattr(loss, f"{role}_layer_name", None)
 
 
@@ -670,6 +725,8 @@ _ONE_OUTPUT_FIX = (
 
 
 def _feature_shape(model, layer_name):
+    if isinstance(layer_name, tuple):
+        return [_feature_shape(model, name) for name in layer_name]
     return tuple(model.get_layer(layer_name).output.shape[1:])
 
 
@@ -681,9 +738,10 @@ def _forward_with_features(model, role, losses):
     """
     names = []
     for loss in losses:
-        name = _feature_name(loss, role)
-        if name and name not in names:
-            names.append(name)
+        wanted = _feature_name(loss, role)
+        for name in wanted if isinstance(wanted, tuple) else (wanted,):
+            if name and name not in names:
+                names.append(name)
     if not names:
         return model
     try:

@@ -49,6 +49,7 @@ def train_step(model, state, data):
         metrics_values,
     ) = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    index = model.batch_index(x)  # the examples' dataset indices, if any
     x, cached = model.unpack_inputs(x)  # cached teacher outputs, if any
 
     # Synthetic inputs (advances the Distiller's SeedGenerator) and teacher.
@@ -63,7 +64,7 @@ def train_step(model, state, data):
         def forward():
             student_outputs = model.student_outputs(x_all, training=True)
             return model.compute_distillation_loss(
-                y, teacher_outputs, student_outputs, num_real, sample_weight
+                y, teacher_outputs, student_outputs, num_real, sample_weight, index=index
             )
 
         (total, terms, y_pred), (non_trainable, metrics) = _stateless(
@@ -127,6 +128,7 @@ def test_step(model, state, data):
     """
     trainable_values, non_trainable_values, metrics_values = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    index = model.batch_index(x)
     x, cached = model.unpack_inputs(x)
 
     def forward():
@@ -134,7 +136,7 @@ def test_step(model, state, data):
         teacher_outputs = model.teacher_outputs(x, cached)
         total, terms, y_pred = model.compute_distillation_loss(
             y, teacher_outputs, student_outputs, None, sample_weight,
-            training=False,
+            training=False, index=index,
         )
         # As in keras.distillation, `loss` is the total objective; the
         # student's own task loss is `student_loss`.

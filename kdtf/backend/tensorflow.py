@@ -21,6 +21,7 @@ def train_step(model, data):
     too, so a skipped step leaves every variable as it was.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    index = model.batch_index(x)  # the examples' dataset indices, if any
     x, cached = model.unpack_inputs(x)  # cached teacher outputs, if any
     # The student's (and adapters') non-trainable state, e.g. BatchNorm
     # moving statistics, read before the forward pass updates it.
@@ -33,7 +34,7 @@ def train_step(model, data):
     with tf.GradientTape() as tape:
         student_outputs = model.student_outputs(x_all, training=True)
         total, terms, y_pred = model.compute_distillation_loss(
-            y, teacher_outputs, student_outputs, num_real, sample_weight
+            y, teacher_outputs, student_outputs, num_real, sample_weight, index=index
         )
         scaled = model.optimizer.scale_loss(total)
     variables = model.trainable_variables
@@ -50,11 +51,12 @@ def train_step(model, data):
 def test_step(model, data):
     """Evaluates the student: task loss, metrics and distance to the teacher."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    index = model.batch_index(x)
     x, cached = model.unpack_inputs(x)
     student_outputs = model.student_outputs(x, training=False)
     teacher_outputs = model.teacher_outputs(x, cached)
     total, terms, y_pred = model.compute_distillation_loss(
-        y, teacher_outputs, student_outputs, None, sample_weight, training=False
+        y, teacher_outputs, student_outputs, None, sample_weight, training=False, index=index
     )
     # As in keras.distillation, `loss` is the total objective; the student's
     # own task loss (comparable with a student trained alone) is `student_loss`.

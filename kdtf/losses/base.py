@@ -18,7 +18,9 @@ class DistillationLoss(keras.losses.Loss):
     labels of the real rows, or None on synthetic or unlabelled rows;
     "step": the optimizer's update count, a scalar tensor, for schedules such
     as warm-ups (None in evaluation, where a warm-up counts as done); "training": True in train steps, for adapters with
-    BatchNorm). `kdtf.Distiller` passes exactly those to `call` as keyword
+    BatchNorm; "index": the examples' int positions in the training set, shape
+    `[B]`, for per-example state such as CRD's memory bank (None on synthetic
+    rows and on batches that carry none; see `kdtf.Distiller`)). `kdtf.Distiller` passes exactly those to `call` as keyword
     arguments, so a method needs no edit of the Distiller.
 
     Subclasses whose two inputs may differ in shape (feature losses with an
@@ -71,7 +73,7 @@ class DistillationLoss(keras.losses.Loss):
 
 
 # The names a loss may list in `needs`, and what the Distiller passes.
-CONTEXT = ("labels", "step", "training")
+CONTEXT = ("labels", "step", "training", "index")
 
 
 def _as_float32(x):

@@ -24,6 +24,18 @@ METHOD = sys.argv[1] if len(sys.argv) > 1 else "kd"
 
 
 def build():
+    if METHOD == "crd":
+        # CRD on the 8-wide "stage2" features; its memory bank (64 rows) is
+        # updated from the global batch on every replica.
+        teacher, student = toy_models.stage_teacher_and_student()
+        from kdtf.losses.crd import CRD
+
+        d = kdtf.Distiller(teacher, student, CRD(
+            "stage2", "stage2", num_examples=64, embedding_dim=6, num_negatives=12, seed=5), [0.8],
+            student_loss_weight=0.5, seed=1)
+        d.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return d
     teacher, student = toy_models.teacher_and_student()
     losses = {"kd": kdtf.losses.KD(2.0), "dist": kdtf.losses.DIST(2.0),
               "dist_global": kdtf.losses.DIST(2.0, global_batch=True)}
@@ -72,6 +84,21 @@ def train(strategy):
     with strategy.scope():
         d = build()
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    if METHOD == "crd":
+        # The index is attached before shuffling; each epoch reshuffles alike.
+        ds = tf.data.Dataset.from_tensor_slices(({"inputs": x, "index": np.arange(64)}, y))
+        ds = ds.shuffle(64, seed=2).batch(16)
+        hist = d.fit(ds, epochs=2, verbose=0)
+        head = d.adapters[0]
+        banks = [head.memory.student_bank, head.memory.teacher_bank, head.memory.z]
+        # Every replica's copy of the bank must hold the same rows.
+        copies = [strategy.experimental_local_results(v.value) for v in banks]
+        REPLICA_DIFF.append(max(float(np.abs(np.asarray(c[0]) - np.asarray(c[-1])).max())
+                                for c in copies))
+        # Z is large (N * mean exp(score / tau)): compared relatively, in the history.
+        hist.history["z"] = [float(v) for v in head.memory.z.numpy()]
+        return [v.numpy() for v in d.student.weights + head.trainable_weights + banks[:2]], \
+            hist.history
     if METHOD == "nan_adam":
         try:
             d.fit(ds, epochs=2, verbose=0)
@@ -85,6 +112,7 @@ def train(strategy):
     return [v.numpy() for v in d.student.weights], hist.history
 
 
+REPLICA_DIFF = []
 single_w, single_h = train(tf.distribute.get_strategy())
 mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 assert mirrored.num_replicas_in_sync == 2
@@ -96,4 +124,6 @@ print(json.dumps({
     "single_distill": single_h["distillation_loss"], "mirrored_distill": mirror_h["distillation_loss"],
     "single_synthetic": single_h.get("synthetic_loss"),
     "mirrored_synthetic": mirror_h.get("synthetic_loss"),
+    "replica_bank_diff": REPLICA_DIFF[-1] if REPLICA_DIFF else None,
+    "single_z": single_h.get("z"), "mirrored_z": mirror_h.get("z"),
 }))

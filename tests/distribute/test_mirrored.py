@@ -60,3 +60,17 @@ def test_dist_per_replica_differs_from_global_batch():
     # (test above) matches it.
     r = _run("dist")
     assert r["max_weight_diff"] > 1e-4, r
+
+
+def test_crd_mirrored_matches_single_device():
+    # CRD's memory bank under 2 replicas: both draw the global batch's negatives
+    # from the bank's seed and keep their rows, Z is set from the global batch,
+    # and each applies the global batch's bank update (gathered indices and
+    # embeddings): weights, banks, Z and losses match one device, and the two
+    # replicas' copies of the bank stay identical (tf.data input with "index").
+    r = _run("crd")
+    assert r["max_weight_diff"] < 1e-5 * max(1.0, r["weight_scale"]), r
+    assert r["replica_bank_diff"] == 0.0, r
+    np.testing.assert_allclose(r["mirrored_z"], r["single_z"], rtol=1e-5)
+    np.testing.assert_allclose(r["mirrored_loss"], r["single_loss"], rtol=1e-5)
+    np.testing.assert_allclose(r["mirrored_distill"], r["single_distill"], rtol=1e-5)
