@@ -120,11 +120,12 @@ def test_config_round_trip():
 
 
 def _conv_net(width, pooled, name):
+    """A tiny map model; 1x1 convolutions (Dense on the channels) keep it cheap to compile."""
     inp = keras.Input((8, 8, 1))
-    h = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="conv")(inp)
+    h = keras.layers.Dense(width, activation="relu", name="conv")(inp)
     if pooled:
-        h = keras.layers.MaxPooling2D(2)(h)
-    h = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="stage1")(h)
+        h = keras.layers.AveragePooling2D(2)(h)
+    h = keras.layers.Dense(width, activation="relu", name="stage1")(h)
     out = keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D()(h))
     return keras.Model(inp, out, name=name)
 
@@ -139,12 +140,9 @@ def test_distiller_fit_reduces_the_attention_gap():
     d = kdtf.Distiller(teacher, student, [loss], [1000.0], student_loss_weight=0.0)
     d.compile(keras.optimizers.Adam(1e-2),
               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    t_feat = keras.Model(teacher.input, teacher.get_layer("stage1").output)(x)
-    s_model = keras.Model(student.input, student.get_layer("stage1").output)
-    before = float(loss(t_feat, s_model(x)))
-    history = d.fit(x, y, epochs=4, batch_size=16, verbose=0).history
-    after = float(loss(t_feat, s_model(x)))
-    assert np.all(np.isfinite(history["loss"])) and after < before
+    # No task loss: the logged loss is the weighted distillation loss, epoch by epoch.
+    history = d.fit(x, y, epochs=4, batch_size=16, verbose=0).history["loss"]
+    assert np.all(np.isfinite(history)) and history[-1] < history[0]
     with pytest.raises(ValueError, match="student_layer_name='nope' is not a layer"):
         kdtf.Distiller(teacher, student, [losses.AT("stage1", "nope")])
     with pytest.raises(ValueError, match=r"student_outputs \(layer 'logits'\)"):

@@ -120,12 +120,9 @@ def test_distiller_fit_reduces_the_similarity_gap():
     d = kdtf.Distiller(teacher, student, [loss], [30000.0], student_loss_weight=0.0)
     d.compile(keras.optimizers.Adam(1e-2),
               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    t_feat = keras.Model(teacher.input, teacher.get_layer("features").output)(x)
-    s_model = keras.Model(student.input, student.get_layer("features").output)
-    before = float(loss(t_feat, s_model(x)))
-    history = d.fit(x, y, epochs=3, batch_size=32, verbose=0).history
-    after = float(loss(t_feat, s_model(x)))
-    assert np.all(np.isfinite(history["loss"])) and after < before
+    # No task loss: the logged loss is the weighted distillation loss, epoch by epoch.
+    history = d.fit(x, y, epochs=3, batch_size=32, verbose=0).history["loss"]
+    assert np.all(np.isfinite(history)) and history[-1] < history[0]
     with pytest.raises(ValueError, match="student_layer_name='nope' is not a layer"):
         kdtf.Distiller(teacher, student, [losses.PKT("features", "nope")])
 
