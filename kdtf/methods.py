@@ -62,6 +62,9 @@ class BuildContext:
             from the run's `stages` setting (validated against both models),
             or None when the setting is empty.
         middle_stage: `middle_stage(model)` names a model's middle stage.
+        num_examples: the number of training examples, for losses with
+            per-example state (CRD's memory bank); None when the pipeline
+            does not give it (CRD's build then refuses).
     """
 
     teacher: Any
@@ -70,6 +73,7 @@ class BuildContext:
     sampler: Callable
     stage_pairs: Callable
     middle_stage: Callable
+    num_examples: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,3 +262,64 @@ register(Method(
     settings=(Setting("pkt_weight", 30000.0, "Weight of the PKT loss (--method=pkt; the reference "
                       "code's CIFAR-100 value for its mean over B^2 pairs).", lower_bound=0.0),),
     label="student, PKT"))
+
+
+def _crd(cfg, ctx):
+    if ctx.num_examples is None:
+        raise ValueError(
+            "method: crd keeps a memory bank row per training example and needs the run to give "
+            "the number of training examples (BuildContext.num_examples) and training batches "
+            "({'inputs': x, 'index': i}, y) with each example's index; this run pipeline gives "
+            "neither. Use kdtf.losses.CRD with kdtf.Distiller directly.")
+    return {"distillation_losses": [losses.CRD(
+        _PENULTIMATE, _PENULTIMATE, num_examples=ctx.num_examples,
+        num_negatives=cfg.crd_negatives, temperature=cfg.crd_temperature,
+        momentum=cfg.crd_momentum, seed=cfg.seed)],
+        "distillation_loss_weights": [cfg.crd_weight]}
+
+
+def _reviewkd(cfg, ctx):
+    names = ctx.stage_pairs()
+    if names is None:
+        from kdtf import stagewise
+
+        names = [stagewise.default_stages(ctx.teacher), stagewise.default_stages(ctx.student)]
+        # The official deepest "stage" is the pooled penultimate feature.
+        if all(_PENULTIMATE in [layer.name for layer in m.layers] for m in (ctx.teacher, ctx.student)):
+            names = [n + [_PENULTIMATE] for n in names]
+        if len(names[0]) != len(names[1]):
+            raise ValueError(
+                f"stages: reviewkd pairs the models' stages one to one, but the teacher has "
+                f"{len(names[0])} ({', '.join(names[0])}) and the student {len(names[1])} "
+                f"({', '.join(names[1])}); name the pairs, e.g. --stages=stage2:stage1.")
+    return {"distillation_losses": [losses.ReviewKD(
+        list(names[0]), list(names[1]),
+        warmup_steps=int(round(cfg.reviewkd_warmup_epochs * ctx.steps_per_epoch)))],
+        "distillation_loss_weights": [cfg.reviewkd_weight]}
+
+
+register(Method(
+    "crd", "CRD: NCE of penultimate-feature embeddings against a memory bank of negatives "
+    "(Tian et al. 2020)", _crd,
+    settings=(
+        Setting("crd_weight", 0.8, "Weight of the CRD loss (--method=crd; the paper's beta).",
+                lower_bound=0.0),
+        Setting("crd_negatives", 16384, "Negatives per anchor drawn from CRD's memory bank.",
+                lower_bound=1),
+        Setting("crd_temperature", 0.07, "Temperature of CRD's scores.", lower_bound=0.0),
+        Setting("crd_momentum", 0.5, "Momentum of CRD's memory-bank update.", lower_bound=0.0,
+                upper_bound=0.999),
+    ),
+    label="student, CRD"))
+register(Method(
+    "reviewkd", "ReviewKD: student stages fused deep to shallow (ABF) and matched to the teacher's "
+    "with the hierarchical context loss (--stages; default the models' stages and pooled "
+    "features) (Chen et al. 2021)", _reviewkd,
+    settings=(
+        Setting("reviewkd_weight", 1.0, "Weight of the ReviewKD loss (--method=reviewkd; the "
+                "official script's default; its per-pair values: 5 for resnet32x4 -> resnet8x4, "
+                "0.6 for resnet56 -> resnet20).", lower_bound=0.0),
+        Setting("reviewkd_warmup_epochs", 20.0, "Epochs over which ReviewKD's loss grows "
+                "linearly from 0 (the paper: 20 of 240).", lower_bound=0.0),
+    ),
+    label="student, ReviewKD"))

@@ -9,6 +9,9 @@ All losses are `keras.losses.Loss` subclasses computed in float32:
 - `AT`: attention transfer on one pair of feature maps; `RKD`: relational KD
   (distances and angles within a batch of embeddings); `PKT`: probabilistic
   knowledge transfer (cosine-similarity distributions within a batch).
+- `CRD`: contrastive representation distillation (memory bank of embeddings; needs the
+  examples' dataset indices); `ReviewKD`: knowledge review (ABF fusion of several student
+  stages, hierarchical context loss).
 - `GaussianNLL`: the task loss of a `kdtf.heads.GaussianHead` regressor
   (called as `loss(y_true, outputs)`).
 """
@@ -17,6 +20,7 @@ import keras
 from kdtf.losses.at import AT
 from kdtf.losses.base import CONTEXT
 from kdtf.losses.base import DistillationLoss
+from kdtf.losses.crd import CRD
 from kdtf.losses.dist import DIST
 from kdtf.losses.dkd import DKD
 from kdtf.losses.distribution import DistributionKL
@@ -25,11 +29,12 @@ from kdtf.losses.gaussian import GaussianNLL
 from kdtf.losses.gaussian import MeanMSE
 from kdtf.losses.kd import KD
 from kdtf.losses.pkt import PKT
+from kdtf.losses.reviewkd import ReviewKD
 from kdtf.losses.rkd import RKD
 
 __all__ = [
-    "AT", "CONTEXT", "DIST", "DKD", "DistillationLoss", "DistributionKL", "FeatureMSE", "GaussianNLL",
-    "KD", "MeanMSE", "PKT", "RKD", "get",
+    "AT", "CONTEXT", "CRD", "DIST", "DKD", "DistillationLoss", "DistributionKL", "FeatureMSE", "GaussianNLL",
+    "KD", "MeanMSE", "PKT", "RKD", "ReviewKD", "get",
 ]
 
 _BY_NAME = {"kd": KD, "dist": DIST, "dkd": DKD, "distribution_kl": DistributionKL, "mean_mse": MeanMSE}
