@@ -63,8 +63,12 @@ def _nearest(x, size):
 
 
 def _as_map(x):
-    """`[B, C]` features as `[B, 1, 1, C]` maps; maps as they are."""
-    return ops.reshape(x, (-1, 1, 1, x.shape[-1])) if len(x.shape) == 2 else x
+    """`[B, C]` features as `[B, 1, 1, C]` maps, `[B, L, C]` as `[B, L, 1, C]`."""
+    if len(x.shape) == 2:
+        return ops.reshape(x, (-1, 1, 1, x.shape[-1]))
+    if len(x.shape) == 3:
+        return ops.reshape(x, (-1, x.shape[1], 1, x.shape[-1]))
+    return x
 
 
 def _check_maps(arg, features, count=None):
@@ -76,9 +80,10 @@ def _check_maps(arg, features, count=None):
     if count is not None and len(features) != count:
         raise ValueError(f"`{arg}` must hold {count} stage features; got {len(features)}.")
     for i, f in enumerate(features):
-        if len(f.shape) not in (2, 4):
+        if len(f.shape) not in (2, 3, 4):
             raise ValueError(
-                f"`{arg}[{i}]` must be a [B, H, W, C] map or a [B, C] vector; got shape "
+                f"`{arg}[{i}]` must be a [B, H, W, C] map, a [B, L, C] sequence or a [B, C] "
+                "vector; got shape "
                 f"{tuple(f.shape)}."
             )
 
@@ -243,6 +248,8 @@ class ReviewFusion(keras.layers.Layer):
 
 def _map_shape(shape):
     shape = tuple(int(d) for d in shape)
+    if len(shape) == 2:  # a sequence [L, C] is an L x 1 map
+        return (shape[0], 1, shape[1])
     return (1, 1) + shape if len(shape) == 1 else shape
 
 
@@ -255,8 +262,9 @@ class ReviewKD(DistillationLoss):
     teacher's features at `teacher_layer_names`, and the loss is the sum
     over stage pairs of the hierarchical context loss (see the module
     docstring), one value per example, times `min(step / warmup_steps, 1)`.
-    A stage may be a `[B, H, W, C]` map or a `[B, C]` vector (taken as a
-    1x1 map), e.g. the pooled penultimate feature the official code uses as
+    A stage may be a `[B, H, W, C]` map, a `[B, L, C]` sequence (taken as
+    an `L x 1` map: 1-D pooling and kernel-3 convolutions) or a `[B, C]`
+    vector (taken as a 1x1 map), e.g. the pooled penultimate feature the official code uses as
     its deepest stage.
 
     `kdtf.Distiller` reads `teacher_layer_names` / `student_layer_names`,
@@ -344,11 +352,11 @@ class ReviewKD(DistillationLoss):
                 raise ValueError(f"`{arg}` must hold {n} shapes (one per stage); got {len(shapes)}.")
             for name, shape in zip(names, shapes):
                 shape = tuple(shape)
-                if len(shape) not in (1, 3) or any(d is None or int(d) < 1 for d in shape):
+                if len(shape) not in (1, 2, 3) or any(d is None or int(d) < 1 for d in shape):
                     raise ValueError(
                         f"{type(self).__name__}: layer {name!r} ({arg}) has features of shape "
-                        f"{shape}; each stage must be an (H, W, C) map or a (C,) vector with "
-                        "known sizes."
+                        f"{shape}; each stage must be an (H, W, C) map, an (L, C) sequence or a "
+                        "(C,) vector with known sizes."
                     )
         self.adapter = ReviewFusion(teacher_shapes, student_shapes, self.mid_channels,
                                     name=f"{self.name}_abf")

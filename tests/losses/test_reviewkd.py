@@ -27,7 +27,8 @@ def _np_hcl(fs_list, ft_list):
     total = 0.0
     for fs, ft in zip(fs_list, ft_list):
         fs, ft = fs.astype("float64"), ft.astype("float64")
-        fs, ft = [f[:, None, None] if f.ndim == 2 else f for f in (fs, ft)]
+        fs, ft = [f[:, None, None] if f.ndim == 2 else f[:, :, None] if f.ndim == 3 else f
+                  for f in (fs, ft)]
         h = fs.shape[1]
         loss = ((fs - ft) ** 2).mean(axis=(1, 2, 3))
         cnt = tot = 1.0
@@ -42,7 +43,7 @@ def _np_hcl(fs_list, ft_list):
     return total
 
 
-SHAPES = [(8, 8, 3), (4, 4, 5), (6, 6, 2), (2, 3, 4), (1, 1, 7), (9,)]
+SHAPES = [(8, 8, 3), (4, 4, 5), (6, 6, 2), (2, 3, 4), (1, 1, 7), (9,), (10, 3)]
 
 
 @pytest.mark.parametrize("batch,scale", [(2, 1.0), (64, 1000.0)])
@@ -102,7 +103,7 @@ def _np_fusion(fusion, features):
     outputs, residual = [None] * len(features), None
     for i in reversed(range(len(features))):
         abf, x = fusion.abfs[i], features[i].astype("float64")
-        x = x[:, None, None] if x.ndim == 2 else x
+        x = x[:, None, None] if x.ndim == 2 else x[:, :, None] if x.ndim == 3 else x
         x = _np_bn(_np_conv(x, abf.conv1.get_weights()[0]), abf.norm1)
         if abf.att_conv is not None:
             r = _np_nearest(residual, x.shape[1:3])
@@ -127,6 +128,8 @@ def _randomize_batchnorm(layer, rng):
 def test_fusion_and_loss_match_numpy(batch):
     # Shallow to deep: a map upsampled to the teacher's size, a map resized down, a vector.
     t_shapes, s_shapes = [(8, 8, 6), (2, 2, 8), (12,)], [(4, 4, 3), (4, 4, 5), (7,)]
+    if batch == 2:  # sequences: L x 1 maps
+        t_shapes, s_shapes = [(8, 6), (4, 8), (12,)], [(8, 3), (2, 5), (7,)]
     loss = ReviewKD(["a", "b", "c"], ["a", "b", "c"], warmup_steps=10, reduction=None)
     fusion = loss.build_adapter(t_shapes, s_shapes)
     assert isinstance(fusion, ReviewFusion) and fusion.mid_channels == 7
@@ -186,7 +189,7 @@ def test_bad_arguments_and_shapes():
     with pytest.raises(ValueError, match="student_shapes"):
         loss.build_adapter([(2, 2, 3)] * 2, [(2, 2, 3)])
     with pytest.raises(ValueError, match="'d'"):
-        loss.build_adapter([(2, 2, 3)] * 2, [(2, 2, 3), (2, 3)])
+        loss.build_adapter([(2, 2, 3)] * 2, [(2, 2, 3), (2, 3, 1, 1)])
     loss.build_adapter([(2, 2, 3)] * 2, [(2, 2, 3)] * 2)
     with pytest.raises(ValueError, match="student_outputs"):
         loss(f, f[:1], training=False)
