@@ -241,7 +241,6 @@ def run(main, interrupted=INTERRUPTED):
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; flags are written --name=value (see --help).")
         try:
-            quiet_tensorflow(devices=True)
             from absl import logging
 
             if not flags.FLAGS["verbosity"].present:
@@ -260,10 +259,10 @@ def run(main, interrupted=INTERRUPTED):
                 fail(PEER_FAILED.format(reason=_first_line(e)))
             raise
 
-    if "tensorflow" in sys.modules:
-        # TensorFlow registers an absl start-up callback that lists the GPUs
-        # (tf.distribute's combinations): list them quietly first.
-        quiet_tensorflow(devices=True)
+    # Once, before absl starts: TensorFlow registers an absl start-up callback
+    # that lists the GPUs (tf.distribute's combinations), so they are listed
+    # quietly first (a no-op on another Keras backend).
+    quiet_tensorflow(devices=True)
     try:
         app.run(_main, flags_parser=_parse_flags)
     except KeyboardInterrupt:  # during flag parsing or absl's start-up
@@ -292,8 +291,14 @@ def define_flags(config_cls, names=None, defaults=None, flag_values=None):
 
     Each field's `metadata` gives the flag's help (`"help"`), choices
     (`"choices"`: an enum flag), bounds (`"lower_bound"`, `"upper_bound"`) and,
-    where the default is None, its type (`"type"`). The flags then have the
-    library's defaults by construction (`pipeline.experiment.RunConfig`).
+    where the default is None, its type (`"type"`); a tuple or list field is a
+    comma-separated list flag. A field without a default is a required flag.
+    `"check"` is a function that raises ValueError for a bad value: it becomes
+    the flag's validator (a bad value exits with status 2 naming the flag, at
+    parse time); with `"check_with": (names...)` it is called with the values
+    of those flags too, `check(value, *others)`. Required flags are checked
+    first, then the checks in the order of the fields. The flags then have
+    the library's defaults by construction (`pipeline.experiment.RunConfig`).
 
     Args:
         config_cls: a dataclass whose fields carry that metadata.
@@ -314,17 +319,24 @@ def define_flags(config_cls, names=None, defaults=None, flag_values=None):
 
     flag_values = flags.FLAGS if flag_values is None else flag_values
     defaults = defaults or {}
-    defined = []
+    defined, required = [], []
     # The flags belong to the calling app (its --helpshort lists them), as absl
     # attributes flags to the module that defines them.
     module = sys._getframe(1).f_globals.get("__name__", "")
     module_name = sys.argv[0] if module == "__main__" else module
     own = {"flag_values": flag_values, "module_name": module_name}
-    for field in dataclasses.fields(config_cls):
-        if names is not None and field.name not in names:
-            continue
+    fields = [f for f in dataclasses.fields(config_cls) if names is None or f.name in names]
+    for field in fields:
         meta = field.metadata
-        default = defaults.get(field.name, field.default)
+        if field.name in defaults:
+            default = defaults[field.name]
+        elif field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = None
+            required.append(field.name)
         help_text = meta.get("help", field.name)
         kind = meta.get("type", field.type)
         bounds = {k: meta[k] for k in ("lower_bound", "upper_bound") if k in meta}
@@ -336,14 +348,97 @@ def define_flags(config_cls, names=None, defaults=None, flag_values=None):
             flags.DEFINE_integer(field.name, default, help_text, **own, **bounds)
         elif kind is float:
             flags.DEFINE_float(field.name, default, help_text, **own, **bounds)
+        elif kind in (tuple, list):
+            flags.DEFINE_list(field.name, None if default is None else list(default), help_text,
+                              **own)
         else:
             flags.DEFINE_string(field.name, default, help_text, **own)
         defined.append(field.name)
+    for name in required:
+        flags.mark_flag_as_required(name, flag_values=flag_values)
+    for field in fields:
+        check, others = field.metadata.get("check"), tuple(field.metadata.get("check_with", ()))
+        if check is not None and all(n in flag_values for n in others):
+            _register_check(flags, flag_values, [field.name, *others], check)
     return defined
+
+
+def _register_check(flags, flag_values, names, check):
+    """Registers `check(*values of names)` (raises ValueError) as an absl validator."""
+    def verify(values):
+        try:
+            check(*(values[n] for n in names))
+        except ValueError as e:
+            raise flags.ValidationError(str(e)) from e
+        return True
+
+    if len(names) == 1:
+        flags.register_validator(names[0], lambda value: verify({names[0]: value}),
+                                 flag_values=flag_values)
+    else:
+        flags.register_multi_flags_validator(names, verify, flag_values=flag_values)
+
+
+def check_fields(config):
+    """Raises ValueError for the first field of `config` that its flag would reject.
+
+    Checks what `define_flags` makes the flags check: choices, bounds and the
+    fields' `"check"` functions, so that a config built in Python is held to
+    the app's rules. The message names the flag as absl's does
+    (`flag --name=value: ...`).
+
+    Args:
+        config: an instance of a dataclass with `define_flags` metadata.
+
+    Returns:
+        `config`.
+    """
+    import dataclasses
+
+    for field in dataclasses.fields(config):
+        meta, value = field.metadata, getattr(config, field.name)
+        where = f"flag --{field.name}={value}"
+        if "choices" in meta and value not in meta["choices"]:
+            raise ValueError(f"{where}: value should be one of <{'|'.join(meta['choices'])}>")
+        lower, upper = meta.get("lower_bound"), meta.get("upper_bound")
+        if value is not None and ((lower is not None and value < lower)
+                                  or (upper is not None and value > upper)):
+            raise ValueError(f"{where}: {value} is not in the range "
+                             f"[{'-inf' if lower is None else lower}, "
+                             f"{'inf' if upper is None else upper}]")
+    for field in dataclasses.fields(config):
+        check, others = field.metadata.get("check"), tuple(field.metadata.get("check_with", ()))
+        if check is None:
+            continue
+        names = [field.name, *others]
+        try:
+            check(*(getattr(config, n) for n in names))
+        except ValueError as e:
+            where = (f"flag --{field.name}={getattr(config, field.name)}" if not others else
+                     "flags " + ", ".join(f"{n}={getattr(config, n)}" for n in names))
+            raise ValueError(f"{where}: {e}") from e
+    return config
+
+
+def validated(config):
+    """`config.validate()`, where a ValueError ends the app as a bad flag does (status 2).
+
+    Args:
+        config: a config built by `config_from_flags`.
+
+    Returns:
+        What `validate()` returns.
+    """
+    try:
+        return config.validate()
+    except ValueError as e:
+        fail(e, status=2)
 
 
 def config_from_flags(config_cls, names=None, flag_values=None, **overrides):
     """The `config_cls` instance of the parsed flags that `define_flags` made.
+
+    List flags become tuples where the field is a tuple.
 
     Args:
         config_cls: the dataclass.
@@ -360,7 +455,12 @@ def config_from_flags(config_cls, names=None, flag_values=None, **overrides):
     from absl import flags
 
     flag_values = flags.FLAGS if flag_values is None else flag_values
-    settings = {f.name: flag_values[f.name].value for f in dataclasses.fields(config_cls)
-                if (names is None or f.name in names) and f.name in flag_values}
+    settings = {}
+    for f in dataclasses.fields(config_cls):
+        if (names is None or f.name in names) and f.name in flag_values:
+            value = flag_values[f.name].value
+            if f.metadata.get("type", f.type) is tuple and isinstance(value, list):
+                value = tuple(value)
+            settings[f.name] = value
     settings.update(overrides)
     return config_cls(**settings)

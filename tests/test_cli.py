@@ -173,3 +173,56 @@ def test_an_app_run_prints_no_tensorflow_noise(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(3, 2)"
     assert _stderr_lines(proc.stderr) == [], proc.stderr
+
+
+def test_flags_from_a_dataclass_lists_required_fields_and_checks():
+    """define_flags: list fields, required fields, checks; config_from_flags reads them back."""
+    import dataclasses
+
+    from absl import flags
+
+    def even(n):
+        if n % 2:
+            raise ValueError("must be even")
+
+    def fits(size, limit):
+        if size > limit:
+            raise ValueError(f"size ({size}) must be <= limit ({limit})")
+
+    @dataclasses.dataclass
+    class Config:
+        path: str = dataclasses.field(metadata={"help": "Required: no default."})
+        names: tuple = dataclasses.field(default=("a", "b"), metadata={"help": "Names."})
+        size: int = dataclasses.field(default=2, metadata={
+            "help": "Size.", "lower_bound": 0, "check": fits, "check_with": ("limit",)})
+        limit: int = dataclasses.field(default=4, metadata={"help": "Limit.", "check": even})
+        mode: str = dataclasses.field(default="x", metadata={"help": "Mode.", "choices": ("x", "y")})
+
+    def parse(*argv):
+        values = flags.FlagValues()
+        assert cli.define_flags(Config, flag_values=values) == ["path", "names", "size", "limit",
+                                                                "mode"]
+        values(["app", *argv])
+        return cli.config_from_flags(Config, flag_values=values)
+
+    cfg = parse("--path=p")
+    assert cfg == Config(path="p", names=("a", "b"), size=2, limit=4)
+    assert isinstance(cfg.names, tuple)
+    assert parse("--path=p", "--names=c", "--size=4").names == ("c",)
+    assert parse("--path=p", "--names=").names == ()
+    with pytest.raises(flags.IllegalFlagValueError, match="Flag --path must have a value"):
+        parse()
+    with pytest.raises(flags.IllegalFlagValueError,
+                       match=r"flags size=5, limit=4: size \(5\) must be <= limit \(4\)"):
+        parse("--path=p", "--size=5")
+    with pytest.raises(flags.IllegalFlagValueError, match=r"flag --limit=5: must be even"):
+        parse("--path=p", "--limit=5")
+
+    # check_fields holds a config built in Python to the same rules, naming the flag.
+    assert cli.check_fields(Config(path="p")) == Config(path="p")
+    with pytest.raises(ValueError, match=r"^flags size=5, limit=4: size \(5\) must be <= "):
+        cli.check_fields(Config(path="p", size=5))
+    with pytest.raises(ValueError, match=r"^flag --mode=z: value should be one of <x\|y>$"):
+        cli.check_fields(Config(path="p", mode="z"))
+    with pytest.raises(ValueError, match=r"^flag --size=-2: -2 is not in the range \[0, inf\]$"):
+        cli.check_fields(Config(path="p", size=-2))
