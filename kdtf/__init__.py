@@ -10,7 +10,8 @@ Public API:
 - `kdtf.optimizers`: the runs' optimizer (cosine-decayed Adam); `kdtf.atomic`: atomic file writes.
 - `kdtf.samplers`: TFP-modelled synthetic inputs (extracurricular learning).
 - `kdtf.models`, `kdtf.data`, `kdtf.metrics`, `kdtf.export`, `kdtf.callbacks`.
-- `kdtf.caching`: teacher outputs computed once (fixed data or K augmented views).
+- `kdtf.caching`: teacher outputs computed once (fixed data or K augmented views);
+  `kdtf.batches`: the batch format (inputs plus cached outputs or example indices).
 - `kdtf.augmentation`: image augmentation on the device, inside the train step.
 - `kdtf.distribute`: strategies for a run (mirrored, multi-worker) and who writes files.
 
@@ -29,7 +30,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "adapters", "atomic", "augmentation", "benchmark", "caching", "callbacks", "cli", "data", "distribute",
+    "adapters", "atomic", "augmentation", "batches", "benchmark", "caching", "callbacks", "cli", "data", "distribute",
     "experiment", "export", "heads", "losses", "methods", "metrics", "models", "optimizers", "regression",
     "report", "samplers", "stagewise",
 )

@@ -50,8 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdtf import augmentation
-from kdtf.distiller import CACHED_OUTPUTS_KEY
-from kdtf.distiller import INPUTS_KEY
+from kdtf import batches
 
 _DTYPES = ("float16", "float32")
 
@@ -640,8 +639,7 @@ class TeacherCache:
             inputs = tf.gather(x_t, idx)
             if self.augment is not None:
                 inputs = self.augment(inputs, view_seeds(self.seed, idx, views, self.views))
-            features = {INPUTS_KEY: inputs,
-                        CACHED_OUTPUTS_KEY: self._gather_outputs(idx, views)}
+            features = batches.make(inputs, teacher_outputs=self._gather_outputs(idx, views))
             if not extras:
                 return features
             return (features,) + tuple(tf.gather(e, idx) for e in extras)

@@ -4,6 +4,7 @@ import sys
 import keras
 from keras import ops
 
+from kdtf import batches
 from kdtf import losses as losses_lib
 from kdtf.backend import get_step_functions
 from kdtf import heads
@@ -405,17 +406,14 @@ class Distiller(keras.Model):
         Returns:
             `(inputs, cached)`; `cached` is None for ordinary batches.
         """
-        if isinstance(x, dict) and (CACHED_OUTPUTS_KEY in x or INDEX_KEY in x):
-            unknown = sorted(set(x) - {INPUTS_KEY, CACHED_OUTPUTS_KEY, INDEX_KEY})
-            if INPUTS_KEY not in x or unknown:
-                raise ValueError(
-                    "A batch with cached teacher outputs or example indices must be the dict "
-                    f"{{{INPUTS_KEY!r}: inputs, {CACHED_OUTPUTS_KEY!r}: "
-                    f"outputs, {INDEX_KEY!r}: index}} (either of the last two may be left "
-                    f"out); got keys {sorted(x)}."
-                )
-            return x[INPUTS_KEY], x.get(CACHED_OUTPUTS_KEY)
-        return x, None
+        inputs, cached, _ = batches.split(x)
+        return inputs, cached
+
+    @property
+    def needs_index(self):
+        """Whether a loss needs each example's index (`"index"` in its `needs`):
+        training batches must then be `kdtf.batches.make(x, index=i)`."""
+        return any("index" in getattr(fn, "needs", ()) for fn in self._loss_fns)
 
     def batch_index(self, x):
         """The examples' dataset indices a batch's `x` carries, or None.
@@ -428,9 +426,7 @@ class Distiller(keras.Model):
         Returns:
             An int tensor of shape `[B]`, or None.
         """
-        if isinstance(x, dict) and INDEX_KEY in x:
-            return x[INDEX_KEY]
-        return None
+        return batches.split(x)[2]
 
     def teacher_outputs(self, x, cached=None, num_real=None):
         """Teacher outputs (and named features) as a dict, inference mode.
@@ -688,11 +684,10 @@ class Distiller(keras.Model):
 
 
 _OUTPUT = "output"
-# Keys of the `x` dict of batches with cached teacher outputs.
-INPUTS_KEY = "inputs"
-CACHED_OUTPUTS_KEY = "teacher_outputs"
-# Key of the examples' dataset indices in the `x` dict (losses that need "index").
-INDEX_KEY = "index"
+# The batch format's keys, defined in kdtf.batches (kept here for old imports).
+INPUTS_KEY = batches.INPUTS_KEY
+CACHED_OUTPUTS_KEY = batches.CACHED_OUTPUTS_KEY
+INDEX_KEY = batches.INDEX_KEY
 
 
 def _feature_name(loss, role):

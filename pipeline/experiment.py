@@ -461,12 +461,13 @@ def _build_model(name, splits, seed, role="student"):
     return models_lib.get(name, input_shape=splits.input_shape, num_classes=splits.num_classes)
 
 
-def _datasets(cfg, splits, seed):
+def _datasets(cfg, splits, seed, index=False):
     from kdtf import distribute
 
     # Every worker shuffles alike and takes its share of each global batch.
     train = distribute.shard_by_data(data_lib.make_dataset(
-        splits.x_train, splits.y_train, batch_size=cfg.batch_size, shuffle=True, seed=seed
+        splits.x_train, splits.y_train, batch_size=cfg.batch_size, shuffle=True, seed=seed,
+        index=index,
     ))
     val = distribute.shard_by_data(data_lib.make_dataset(splits.x_val, splits.y_val, batch_size=512))
     return train, val
@@ -664,6 +665,7 @@ def make_distiller(cfg, teacher, student, method, x_train=None, sampler=None, st
         sampler=lambda: sampler if sampler is not None else make_sampler(cfg, x_train),
         stage_pairs=lambda: check_stages(teacher, student, parse_stages(cfg.stages)),
         middle_stage=stagewise.middle_stage,
+        num_examples=None if x_train is None else len(x_train),
     )
     kwargs = spec.build(cfg, ctx)
     return Distiller(teacher=teacher, student=student, student_loss_weight=cfg.student_loss_weight,
@@ -690,6 +692,8 @@ def train_student(cfg, splits, teacher, method, sampler=None, run_dir=None):
     else:
         model = make_distiller(cfg, teacher, student, method, splits.x_train, sampler=sampler,
                                steps_per_epoch=len(train))
+        if model.needs_index:  # e.g. CRD's memory bank: batches carry each example's index
+            train, val = _datasets(cfg, splits, cfg.seed, index=True)
     model.compile(
         optimizer=_optimizer(cfg, cfg.epochs * len(train)),
         loss=_task_loss(),
@@ -790,7 +794,7 @@ def check_models(cfg, teacher, student, splits):
             from kdtf import samplers
 
             # Unfitted: enough to check shapes; a method that uses no sampler ignores it.
-            make_distiller(cfg, teacher, student, method,
+            make_distiller(cfg, teacher, student, method, splits.x_train,
                            sampler=samplers.get(cfg.sampler, seed=cfg.seed))
     except ValueError as e:
         message = str(e)

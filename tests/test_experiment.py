@@ -39,3 +39,26 @@ def test_validate_checks_the_export_directory_before_training(tmp_path):
     experiment.RunConfig(workdir=work, export="").validate()
     with pytest.raises(FileNotFoundError, match=r"export: .*missing.*does not exist"):
         experiment.RunConfig(workdir=work, export=str(tmp_path / "missing" / "s.tflite")).validate()
+
+
+def test_a_loss_that_needs_the_index_gets_indexed_batches_from_the_pipeline(tmp_path):
+    # CRD keeps a memory-bank row per training example: the pipeline gives it the
+    # number of examples and batches {"inputs", "index"} (kdtf.batches).
+    import math
+
+    import numpy as np
+
+    from kdtf import data as data_lib
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 40)).astype("float32")
+    y = rng.integers(0, 10, 96).astype("int32")
+    splits = data_lib.Splits(x_train=x[:64], y_train=y[:64], x_val=x[64:80], y_val=y[64:80],
+                             x_test=x[80:], y_test=y[80:], num_classes=10, input_shape=(40,),
+                             name="tiny")
+    cfg = experiment.RunConfig(method="crd", epochs=1, batch_size=32, workdir=str(tmp_path),
+                               crd_negatives=16, verbose=0)
+    _, history = experiment.train_student(cfg, splits, models.get("mnist1d_cnn"), "crd",
+                                          run_dir=str(tmp_path / "run"))
+    loss = history["distillation_loss"][-1]
+    assert math.isfinite(loss) and loss > 0

@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdtf import augmentation
+from kdtf import batches
 from kdtf.data.validation import validate_arrays
 
 
@@ -118,6 +119,7 @@ def make_dataset(
     augment=None,
     drop_remainder=False,
     repeat=False,
+    index=False,
 ):
     """Builds a batched, prefetched `tf.data.Dataset` from numpy arrays.
 
@@ -135,6 +137,10 @@ def make_dataset(
             image inputs `[N, H, W, C]`.
         drop_remainder: Bool, drop the last incomplete batch.
         repeat: Bool, repeat forever (each pass reshuffled).
+        index: Bool. When True each batch's `x` is the dict
+            `{"inputs": x, "index": i}` of `kdtf.batches`, `i` the examples'
+            int32 positions in `x` (taken before shuffling), for losses that
+            need each example's index (`kdtf.losses.CRD`).
 
     Returns:
         A `tf.data.Dataset` yielding `x`, `(x, y)` or `(x, y, sample_weight)`
@@ -189,6 +195,8 @@ def make_dataset(
             )
         tensors += (w,)
 
+    if index:
+        tensors = (batches.make(x, index=np.arange(len(x), dtype=np.int32)),) + tensors[1:]
     ds = tf.data.Dataset.from_tensor_slices(
         tensors[0] if len(tensors) == 1 else tensors
     )
@@ -203,10 +211,15 @@ def make_dataset(
         ).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds))
 
+        def _augment_x(x, batch_seed):
+            if isinstance(x, dict):  # the index rides along unchanged
+                return {**x, batches.INPUTS_KEY: augment(x[batches.INPUTS_KEY], batch_seed)}
+            return augment(x, batch_seed)
+
         def _augment(batch, batch_seed):
             if isinstance(batch, tuple):
-                return (augment(batch[0], batch_seed),) + batch[1:]
-            return augment(batch, batch_seed)
+                return (_augment_x(batch[0], batch_seed),) + batch[1:]
+            return _augment_x(batch, batch_seed)
 
         ds = ds.map(
             _augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True

@@ -219,3 +219,28 @@ def test_one_iterator_per_fit_leaves_other_inputs_alone():
     assert one_iterator_per_fit(arrays)[0] is arrays
     repeated, steps = one_iterator_per_fit(ds)
     assert steps == 3 and int(repeated.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+
+
+def test_index_rides_with_each_example_through_shuffle_and_augment():
+    import kdtf
+    from kdtf import batches
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (20, 6, 6, 1)).astype("uint8")
+    y = np.arange(20) % 10
+    ds = make_dataset(x, y, batch_size=8, shuffle=True, seed=3, index=True)
+    seen = []
+    for features, labels in ds:
+        inputs, cached, index = batches.split(features)
+        assert cached is None
+        np.testing.assert_array_equal(x[index.numpy()], inputs.numpy())
+        np.testing.assert_array_equal(y[index.numpy()], labels.numpy())
+        seen += list(index.numpy())
+    assert sorted(seen) == list(range(20)) and seen != list(range(20))
+    # With an augmentation the inputs change and the index still names the rows.
+    augmented = make_dataset(x, y, batch_size=8, index=True,
+                             augment=kdtf.data.Augment(random_crop_padding=1, seed=0))
+    features, _ = next(iter(augmented))
+    assert sorted(features) == ["index", "inputs"] and features["inputs"].shape == (8, 6, 6, 1)
+    with pytest.raises(ValueError, match="'inputs'"):
+        batches.split({"index": index})
