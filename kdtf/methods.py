@@ -267,10 +267,10 @@ register(Method(
 def _crd(cfg, ctx):
     if ctx.num_examples is None:
         raise ValueError(
-            "method: crd keeps a memory bank row per training example and needs the run to give "
+            "method: crd keeps a memory bank row per training example: the caller must give "
             "the number of training examples (BuildContext.num_examples) and training batches "
-            "({'inputs': x, 'index': i}, y) with each example's index; this run pipeline gives "
-            "neither. Use kdtf.losses.CRD with kdtf.Distiller directly.")
+            "with each example's index (kdtf.batches.make(x, index=i)), as pipeline.experiment "
+            "does.")
     return {"distillation_losses": [losses.CRD(
         _PENULTIMATE, _PENULTIMATE, num_examples=ctx.num_examples,
         num_negatives=cfg.crd_negatives, temperature=cfg.crd_temperature,
