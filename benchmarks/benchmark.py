@@ -86,64 +86,97 @@ TEMPERATURE = 4.0
 STUDENT_LOSS_WEIGHT = 0.5
 
 
+def _setting(default, help, **flag):
+    """A `BenchConfig` field: its default, its `--help` line, choices, bounds and checks."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
+def _choices(name, valid):
+    """The `check` of a list setting: distinct names out of `valid` (`check_choices`)."""
+    return lambda values: check_choices(name, values, valid)
+
+
 @dataclasses.dataclass
 class BenchConfig:
-    """Settings of a benchmark run (the flags of `apps/benchmark.py`).
+    """Settings of a benchmark run: the flags of `apps/benchmark.py` (`kdtf.cli.define_flags`).
 
-    Attributes:
-        pairs: teacher/student pairs to time, from `PAIRS`: "mnist1d"
-            (mnist1d_cnn -> mnist1d_mlp on MNIST-1D), "cifar" (random uint8
-            32x32x3 images, 100 classes; `cifar_teacher` -> `cifar_student`)
-            and "applications" (keras.applications ResNet50 ->
-            MobileNetV3Small, random weights, on random uint8 images of
-            `applications_image_size`, 1000 classes).
-        modes: kdtf configurations from `MODES`; "kd" is always timed (the
-            ratios refer to it).
-        inputs: "memory" (one ready batch, repeated) and/or "tfdata" (the real
-            pipeline). Every configuration runs on the first; kdtf KD, kdtf
-            cached KD and student only also run on the others.
-        batch_size: real examples per step.
-        steps: timed steps per measurement (a multiple of
-            `steps_per_execution`, at least two executions).
-        warmup_steps: steps of the untimed warm-up call (compilation).
-        rounds: rounds of measurements; figures are medians over rounds.
-        steps_per_execution: passed to every `compile`.
-        jit_compile: "auto", "true" or "false", passed to every `compile`.
-        precision: Keras dtype policy for every model.
-        augment: random crop + flip of the images in the tf.data pipelines
-            (image pairs only; MNIST-1D signals are not augmented).
-        views: augmented views per example of the teacher cache (with
-            `augment`); 1 otherwise.
-        cifar_teacher: kdtf.models name of the CIFAR-shaped teacher.
-        cifar_student: kdtf.models name of the CIFAR-shaped student.
-        cifar_examples: examples in the random CIFAR-shaped training set.
-        applications_image_size: image height and width of the
-            "applications" pair (>= 32; 224 as in ImageNet).
-        applications_examples: examples in its random training set.
-        seed: seed of the weights, data and samplers.
-        time_budget_s: seconds the run may take (0: no limit): no round
-            starts that would end past it; see the module docstring.
+    Each field's `help` says what it sets; `validate()` checks them all.
     """
 
-    pairs: tuple = ("mnist1d", "cifar")
-    modes: tuple = MODES
-    inputs: tuple = INPUTS
-    batch_size: int = 128
-    steps: int = 30
-    warmup_steps: int = 6
-    rounds: int = 3
-    steps_per_execution: int = 1
-    jit_compile: str = "auto"
-    precision: str = "float32"
-    augment: bool = False
-    views: int = 4
-    cifar_teacher: str = "resnet20"
-    cifar_student: str = "mnist_cnn_small"
-    cifar_examples: int = 4096
-    applications_image_size: int = 224
-    applications_examples: int = 256
-    seed: int = 0
-    time_budget_s: float = 0.0
+    pairs: tuple = _setting(
+        ("mnist1d", "cifar"),
+        "Teacher/student pairs, comma-separated: 'mnist1d' = mnist1d_cnn -> mnist1d_mlp on "
+        "the MNIST-1D training split (float32 signals); 'cifar' = --cifar_teacher -> "
+        "--cifar_student on random uint8 32x32x3 images with 100 classes (speed only); "
+        "'applications' = keras.applications ResNet50 -> MobileNetV3Small (random weights, "
+        "logits out) on random uint8 --applications_image_size images with 1000 classes.",
+        check=_choices("pairs", PAIRS))
+    modes: tuple = _setting(
+        MODES,
+        "kdtf configurations to time besides the baselines (student-only training, teacher "
+        "inference, keras.distillation KD): 'kd' (always timed: the ratios refer to it), "
+        "'dist' (DIST loss), 'extracurricular' (KD plus a Mixup synthetic batch as large as "
+        "the real one), 'cached' (KD from teacher outputs cached once by "
+        "kdtf.caching.TeacherCache; the cache build is timed separately).",
+        check=_choices("modes", MODES))
+    inputs: tuple = _setting(
+        INPUTS,
+        "Input sources, comma-separated. 'memory' repeats one ready batch (no pipeline "
+        "work; on JAX, device arrays converted once); 'tfdata' is the real kdtf.data "
+        "pipeline (shuffle, gather, --augment; needs TensorFlow). Every "
+        "configuration runs on the first source; student-only, kdtf KD and cached KD also on "
+        "the others, plus the pipeline alone without a model.",
+        check=_choices("inputs", INPUTS))
+    batch_size: int = _setting(
+        128, "Real examples per training step (the same for every configuration).",
+        lower_bound=2)
+    steps: int = _setting(
+        30, "Timed steps per measurement; a multiple of --steps_per_execution, at least two "
+        "executions (the first is not timed).",
+        lower_bound=2, check=lambda steps, spe: check_steps(steps, spe),
+        check_with=("steps_per_execution",))
+    warmup_steps: int = _setting(
+        6, "Steps of the untimed warm-up call of each configuration (tracing and compilation).",
+        lower_bound=1)
+    rounds: int = _setting(
+        3, "Rounds: each round times every configuration once, in the same order (A B A B); "
+        "figures are medians over rounds. Use >= 3 for reported figures.", lower_bound=1)
+    steps_per_execution: int = _setting(
+        1, "Keras steps_per_execution for every compile().", lower_bound=1)
+    jit_compile: str = _setting(
+        "auto", "Keras jit_compile (XLA) for every compile(); 'auto' lets Keras decide (off on "
+        "CPU-only TensorFlow, on for JAX).", choices=JIT)
+    precision: str = _setting(
+        "float32", "Keras dtype policy of every model (logits stay float32).", choices=PRECISIONS)
+    augment: bool = _setting(
+        False,
+        "Random crop (4 px) + horizontal flip of the uint8 images in the tf.data pipelines "
+        "(image pairs only; MNIST-1D signals are not augmented). The teacher cache then "
+        "stores --views augmented views per example. Also adds 'kdtf KD, augmented in step' "
+        "(the same crop + flip inside the train step). Without TensorFlow only the latter "
+        "runs, and the cache holds the fixed data.")
+    views: int = _setting(
+        4, "Augmented views per example in the teacher cache (with --augment).", lower_bound=1)
+    cifar_teacher: str = _setting(
+        "resnet20", "Teacher of the 'cifar' pair (a kdtf.models name).")
+    cifar_student: str = _setting(
+        "mnist_cnn_small", "Student of the 'cifar' pair (a kdtf.models name, built for 32x32x3 "
+        "uint8 inputs and 100 classes).")
+    cifar_examples: int = _setting(
+        4096, "Examples in the random CIFAR-shaped training set.", lower_bound=2,
+        check=lambda examples, batch_size: check_examples(examples, batch_size),
+        check_with=("batch_size",))
+    applications_image_size: int = _setting(
+        224, "Image height and width of the 'applications' pair (224 as in ImageNet; smaller "
+        "for a quick run).", lower_bound=32)
+    applications_examples: int = _setting(
+        256, "Examples in the random training set of the 'applications' pair (>= "
+        "--batch_size).", lower_bound=2)
+    seed: int = _setting(0, "Seed of the weights, data, shuffles and samplers.", lower_bound=0)
+    time_budget_s: float = _setting(
+        0.0, "Seconds the run may take (0: no limit): no round starts that would end past it "
+        "and no pair starts once it is spent; the report says what was not run.",
+        lower_bound=0.0)
 
     def validate(self):
         """Raises ValueError naming the first bad setting; returns self."""
@@ -1001,3 +1034,29 @@ def write(path, text):
 
 def write_json(path, result):
     write(path, json.dumps(result, indent=1, default=float))
+
+
+def write_report(output, result, command):
+    """Writes the markdown report to `output` and the raw figures to `<output>.json`."""
+    write(output, to_markdown(result, command))
+    write_json(os.path.splitext(output)[0] + ".json", result)
+
+
+def run_and_write(cfg, output="", log=None):
+    """`run(cfg)`, with the report written to `output` after every round and at the end.
+
+    Args:
+        cfg: a `BenchConfig`.
+        output: the markdown report's path (`write_report`; its raw figures go
+            to `<output>.json`); "" writes nothing.
+        log: as for `run`.
+
+    Returns:
+        The result of `run`.
+    """
+    command = command_line()
+    report = (lambda result: write_report(output, result, command)) if output else None
+    result = run(cfg, log=log, progress=report)
+    if output:
+        report(result)
+    return result
