@@ -176,6 +176,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(os.path.join(path, "state.weights.h5"))
+        _restore_seed_states(model, os.path.join(path, _SEEDS))
         self.restored_epoch = int(meta["epoch"])
         model._initial_epoch = self.restored_epoch
         print(f"[kdtf] resuming from {path} (after epoch {self.restored_epoch})",
@@ -190,6 +191,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         with atomic_path(os.path.join(self.backup_dir, name), overwrite=True, directory=True) as tmp:
             self.model.save_weights(os.path.join(tmp, "state.weights.h5"))
             memory.share_saving_skipsets()
+            _save_seed_states(self.model, os.path.join(tmp, _SEEDS))
             with open(os.path.join(tmp, "metadata.json"), "w") as f:
                 json.dump({"epoch": epoch + 1, "fingerprint": self.fingerprint}, f)
         atomic_write_bytes(os.path.join(self.backup_dir, self._POINTER), (name + "\n").encode(),
@@ -206,6 +208,41 @@ class BackupAndRestore(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.delete_checkpoint:
             shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+# Keras's weights files leave out `keras.random.SeedGenerator` states (the
+# Distiller's synthetic-input stream, samplers, augmentation), so a resumed run
+# would redraw the first epoch's random numbers: the backup keeps them here.
+_SEEDS = "seed_states.npz"
+
+
+def _seed_states(model):
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _save_seed_states(model, path):
+    import numpy as np
+
+    states = _seed_states(model)
+    with open(path, "wb") as f:
+        np.savez(f, **{f"s{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(states)})
+
+
+def _restore_seed_states(model, path):
+    import numpy as np
+
+    if not os.path.exists(path):  # a backup written before the states were kept
+        return
+    # In the order of `model.variables`, as the weights file is (the generators'
+    # names carry per-process counters, so their paths differ between runs).
+    states = _seed_states(model)
+    with np.load(path) as saved:
+        if len(saved.files) != len(states):
+            raise ValueError(
+                f"backup {os.path.dirname(path)!r} holds the random-number states of another "
+                "model; rerun with the same flags, or delete the directory to start over.")
+        for i, v in enumerate(states):
+            v.assign(saved[f"s{i}"])
 
 
 def current_learning_rate(optimizer):
