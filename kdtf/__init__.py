@@ -4,9 +4,13 @@ Public API:
 - `kdtf.Distiller`: a `keras.Model` that trains a student from a teacher.
 - `kdtf.StagewiseDistiller`: SSKD, stage-by-stage backbone mimicking, then the head.
 - `kdtf.heads`: categorical and Gaussian output heads; `kdtf.adapters`: feature adapters.
-- `kdtf.methods`: the method registry: every method (KD, DIST, DKD, extracurricular,
-  FitNets, SSKD, ERM) with its loss, its settings and how a run builds it.
-- `kdtf.losses`: KD, DIST, DKD and friends, `loss(teacher_outputs, student_outputs)`.
+- `kdtf.methods`: the method registry: every method with its loss, its settings and how
+  a run builds it (`kdtf.methods.REGISTRY`; `--method=<name>` in the apps).
+- `kdtf.losses`: every distillation loss, `loss(teacher_outputs, student_outputs)`, one file
+  each: `kdtf/losses/<name>.py` for kd, dist, dkd (logit standardization: an option of
+  these three, `logit_standardization.py`), at, rkd, pkt, crd, reviewkd; FitNets is
+  `feature.py` (`FeatureMSE`), extracurricular learning `distribution.py` plus
+  `kdtf.samplers`, SSKD `kdtf/stagewise.py`.
 - `kdtf.optimizers`: the runs' optimizer (cosine-decayed Adam); `kdtf.atomic`: atomic file writes.
 - `kdtf.samplers`: TFP-modelled synthetic inputs (extracurricular learning).
 - `kdtf.models`, `kdtf.data`, `kdtf.metrics`, `kdtf.export`, `kdtf.callbacks`.
