@@ -16,8 +16,6 @@ Example:
 
 import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)
 
-from absl import logging  # noqa: E402
-
 from kdtf import cli  # noqa: E402
 from pipeline import export  # noqa: E402
 
@@ -27,7 +25,6 @@ cli.define_flags(export.ExportConfig)
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)
     print(export.run(cli.validated(cli.config_from_flags(export.ExportConfig))))
 
 
