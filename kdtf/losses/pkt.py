@@ -3,7 +3,6 @@ import keras
 from keras import ops
 
 from kdtf.losses import feature_checks as checks
-from kdtf.losses.base import DistillationLoss
 
 # The reference code's eps: added to the norms and inside the log ratio.
 EPS = 1e-7
@@ -19,7 +18,7 @@ def _conditional(embeddings):
 
 
 @keras.saving.register_keras_serializable(package="kdtf")
-class PKT(DistillationLoss):
+class PKT(checks.EmbeddingLoss):
     """PKT: match the distributions of cosine similarities within a batch.
 
     For embeddings `e` (`[B, D]`; higher-rank features are flattened), the
@@ -65,41 +64,13 @@ class PKT(DistillationLoss):
     >>> distiller = kdtf.Distiller(teacher, student, [loss], [30000.0])
     """
 
-    same_shape = False
-
     def __init__(self, teacher_layer_name, student_layer_name, name="pkt",
                  reduction="sum_over_batch_size"):
-        super().__init__(name=name, reduction=reduction)
-        self.teacher_layer_name = checks.check_layer_name("teacher_layer_name", teacher_layer_name)
-        self.student_layer_name = checks.check_layer_name("student_layer_name", student_layer_name)
-
-    def build_adapter(self, teacher_shape, student_shape):
-        """Checks the per-example feature shapes; PKT needs no adapter.
-
-        The `kdtf.Distiller` calls this once with the static shapes of the two
-        layers (without the batch axis).
-
-        Returns:
-            None.
-
-        Raises:
-            ValueError: a layer's output has no feature axis.
-        """
-        self._check_ranks((None, *teacher_shape), (None, *student_shape))
-        return None
+        super().__init__(teacher_layer_name, student_layer_name, name=name, reduction=reduction)
 
     def call(self, teacher_outputs, student_outputs):
-        self._check_ranks(teacher_outputs.shape, student_outputs.shape)
-        checks.check_batch(self, teacher_outputs, student_outputs)
-        p_t = _conditional(checks.flatten(teacher_outputs))
-        p_s = _conditional(checks.flatten(student_outputs))
+        teacher_outputs, student_outputs = self.embeddings(teacher_outputs, student_outputs)
+        p_t = _conditional(teacher_outputs)
+        p_s = _conditional(student_outputs)
         kl = p_t * ops.log((p_t + EPS) / (p_s + EPS))
         return ops.mean(kl, axis=-1)
-
-    def _check_ranks(self, teacher_shape, student_shape):
-        for role, shape in (("teacher", teacher_shape), ("student", student_shape)):
-            checks.check_min_rank(self, shape, role, 2, "embeddings [batch, features, ...]")
-
-    def get_config(self):
-        return {**super().get_config(), "teacher_layer_name": self.teacher_layer_name,
-                "student_layer_name": self.student_layer_name}

@@ -3,7 +3,6 @@ import keras
 from keras import ops
 
 from kdtf.losses import feature_checks as checks
-from kdtf.losses.base import DistillationLoss
 
 # The reference code clamps squared distances at 1e-12 before the sqrt...
 _DISTANCE_FLOOR_SQUARED = 1e-12
@@ -39,7 +38,7 @@ def _relations(embeddings):
 
 
 @keras.saving.register_keras_serializable(package="kdtf")
-class RKD(DistillationLoss):
+class RKD(checks.EmbeddingLoss):
     """Relational KD: match the distances and angles within a batch of embeddings.
 
     For embeddings `e` (`[B, D]`; higher-rank features are flattened), with
@@ -94,43 +93,23 @@ class RKD(DistillationLoss):
     >>> distiller = kdtf.Distiller(teacher, student, [loss])
     """
 
-    same_shape = False
-
     def __init__(self, teacher_layer_name, student_layer_name, distance_weight=25.0,
                  angle_weight=50.0, name="rkd", reduction="sum_over_batch_size"):
-        super().__init__(name=name, reduction=reduction)
-        self.teacher_layer_name = checks.check_layer_name("teacher_layer_name", teacher_layer_name)
-        self.student_layer_name = checks.check_layer_name("student_layer_name", student_layer_name)
+        super().__init__(teacher_layer_name, student_layer_name, name=name, reduction=reduction)
         self.distance_weight = checks.check_weight("distance_weight", distance_weight)
         self.angle_weight = checks.check_weight("angle_weight", angle_weight)
 
-    def build_adapter(self, teacher_shape, student_shape):
-        """Checks the per-example feature shapes; RKD needs no adapter.
-
-        The `kdtf.Distiller` calls this once with the static shapes of the two
-        layers (without the batch axis).
-
-        Returns:
-            None.
-
-        Raises:
-            ValueError: a layer's output has no feature axis.
-        """
-        self._check_ranks((None, *teacher_shape), (None, *student_shape))
-        return None
-
     def call(self, teacher_outputs, student_outputs):
-        self._check_ranks(teacher_outputs.shape, student_outputs.shape)
-        checks.check_batch(self, teacher_outputs, student_outputs)
+        flat_t, flat_s = self.embeddings(teacher_outputs, student_outputs)
         batch = teacher_outputs.shape[0]
         if batch is not None and batch < 2:
             raise ValueError(
                 f"RKD relates the examples of a batch and needs at least 2; got "
                 f"{checks.describe(self, 'teacher')} of shape {tuple(teacher_outputs.shape)}."
             )
-        d_t, a_t = _relations(checks.flatten(teacher_outputs))
+        d_t, a_t = _relations(flat_t)
         d_t, a_t = ops.stop_gradient(d_t), ops.stop_gradient(a_t)
-        d_s, a_s = _relations(checks.flatten(student_outputs))
+        d_s, a_s = _relations(flat_s)
         loss = ops.zeros_like(d_t[:, 0])
         if self.distance_weight:
             loss = loss + self.distance_weight * ops.mean(_huber(d_s - d_t), axis=-1)
@@ -138,11 +117,6 @@ class RKD(DistillationLoss):
             loss = loss + self.angle_weight * ops.mean(_huber(a_s - a_t), axis=(1, 2))
         return loss
 
-    def _check_ranks(self, teacher_shape, student_shape):
-        for role, shape in (("teacher", teacher_shape), ("student", student_shape)):
-            checks.check_min_rank(self, shape, role, 2, "embeddings [batch, features, ...]")
-
     def get_config(self):
-        return {**super().get_config(), "teacher_layer_name": self.teacher_layer_name,
-                "student_layer_name": self.student_layer_name,
-                "distance_weight": self.distance_weight, "angle_weight": self.angle_weight}
+        return {**super().get_config(), "distance_weight": self.distance_weight,
+                "angle_weight": self.angle_weight}
