@@ -372,12 +372,18 @@ class Distiller(keras.Model):
             from kdtf.data import one_iterator_per_fit
 
             x, kwargs["steps_per_epoch"] = one_iterator_per_fit(x, kwargs.get("steps_per_epoch"))
-        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
-                           callbacks=callbacks, **kwargs)
+        self._fitting = True  # the teacher is frozen: fit's validation needs no refold
+        try:
+            return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                               callbacks=callbacks, **kwargs)
+        finally:
+            self._fitting = False
 
     def evaluate(self, *args, **kwargs):
-        """`keras.Model.evaluate`, with the folded teacher refreshed first."""
-        self._refresh_folded_teacher()
+        """`keras.Model.evaluate`, with the folded teacher refreshed first (not
+        again for `fit`'s validation, which `fit` folded for)."""
+        if not getattr(self, "_fitting", False):
+            self._refresh_folded_teacher()
         return super().evaluate(*args, **kwargs)
 
     def train_step(self, *args, **kwargs):
