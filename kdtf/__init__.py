@@ -34,10 +34,12 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "adapters", "atomic", "augmentation", "batches", "benchmark", "caching", "callbacks", "cli", "data", "distribute",
-    "experiment", "export", "heads", "losses", "methods", "metrics", "models", "optimizers", "regression",
-    "report", "samplers", "stagewise",
+    "adapters", "atomic", "augmentation", "batches", "caching", "callbacks", "cli", "data", "distribute",
+    "export", "heads", "losses", "methods", "metrics", "models", "optimizers", "samplers", "stagewise",
 )
+# Old names of the modules that moved beside the library (kdtf._moved.MOVED):
+# they still load, with a DeprecationWarning, and are left out of dir(kdtf).
+_MOVED = ("kdtf.experiment", "kdtf.report", "kdtf.studies", "kdtf.regression", "kdtf.benchmark")
 _ATTRIBUTES = {"Distiller": "kdtf.distiller", "StagewiseDistiller": "kdtf.stagewise"}
 
 # Modules that register Keras-serializable classes: imported before a .keras
@@ -62,6 +64,10 @@ def register_all():
 
 
 def __getattr__(name):  # noqa: E302
+    if f"kdtf.{name}" in _MOVED:  # deprecated: moved out of the library (kdtf._moved)
+        module = importlib.import_module("kdtf._moved").alias(f"kdtf.{name}")
+        globals()[name] = module
+        return module
     if name in _SUBMODULES:
         return importlib.import_module(f"kdtf.{name}")
     if name in _ATTRIBUTES:

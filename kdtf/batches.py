@@ -43,8 +43,9 @@ def split(x):
     """`(inputs, cached teacher outputs or None, index or None)` of a batch's `x`.
 
     Args:
-        x: the inputs of a batch, or the dict of `make`. A dict without either
-            extra key is a model's own dict input and is returned as inputs.
+        x: the inputs of a batch, or the dict of `make`. Any other dict (one
+            without `"teacher_outputs"` that is not exactly `{"inputs",
+            "index"}`) is a model's own dict input and is returned as inputs.
 
     Returns:
         The three parts.
@@ -53,7 +54,7 @@ def split(x):
         ValueError: a dict with an extra key lacks `"inputs"` or has keys
             that are not part of the format.
     """
-    if not (isinstance(x, dict) and any(k in x for k in _EXTRAS)):
+    if not _is_format(x):
         return x, None, None
     unknown = sorted(set(x) - {INPUTS_KEY, *_EXTRAS})
     if INPUTS_KEY not in x or unknown:
@@ -63,3 +64,11 @@ def split(x):
             f"index}} (either of the last two may be left out); got keys {sorted(x)}."
         )
     return x[INPUTS_KEY], x.get(CACHED_OUTPUTS_KEY), x.get(INDEX_KEY)
+
+
+def _is_format(x):
+    """A dict with cached outputs, or exactly inputs and an index: a model's own
+    dict input may have an "index" key of its own (ids, tokens)."""
+    if not isinstance(x, dict):
+        return False
+    return CACHED_OUTPUTS_KEY in x or set(x) == {INPUTS_KEY, INDEX_KEY}

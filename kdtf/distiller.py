@@ -48,7 +48,8 @@ class Distiller(keras.Model):
     memory bank, `kdtf.losses.CRD`) declares `"index"` in its `needs`, and
     each batch then carries the examples' positions in the training set as
     `x = {"inputs": inputs, "index": index}` (int, shape `[B]`, in
-    `[0, num_examples)`; with cached outputs the dict holds the three keys).
+    `[0, num_examples)`; `kdtf.caching.TeacherCache` batches carry no index, so
+    such a loss cannot train from cached teacher outputs).
     Attach the index before shuffling: `fit({"inputs": x, "index":
     np.arange(len(x))}, y, shuffle=True)`, or
     `tf.data.Dataset.from_tensor_slices(({"inputs": x, "index": range(n)}, y))

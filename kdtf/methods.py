@@ -89,6 +89,9 @@ class Method:
         trainer: "distiller" (one `kdtf.Distiller` run), "plain" (the
             student alone on labels) or "sskd" (stage-by-stage phases).
         label: the row name in result tables.
+        uses_stages: whether the method reads the run's `stages` setting
+            (stage pairs of the two models); a run's stage errors then say
+            which `--stages` are valid.
     """
 
     name: str
@@ -97,6 +100,7 @@ class Method:
     settings: tuple = ()
     trainer: str = "distiller"
     label: str = ""
+    uses_stages: bool = False
 
 
 REGISTRY = {}
@@ -229,19 +233,19 @@ register(Method(
     "(--stages) (Romero et al. 2015)", _fitnets,
     settings=(Setting("feature_weight", 1.0, "Weight of the FitNets feature loss "
                       "(--method=fitnets).", lower_bound=0.0),),
-    label="student, FitNets"))
+    uses_stages=True, label="student, FitNets"))
 register(Method(
     "sskd", "SSKD: stage-by-stage backbone mimicking (--stage_epochs each), then --epochs of head "
     "training", trainer="sskd",
     settings=(Setting("stage_epochs", 10, "Epochs of each SSKD backbone phase (--method=sskd).",
                       lower_bound=1),),
-    label="student, SSKD"))
+    uses_stages=True, label="student, SSKD"))
 register(Method(
     "at", "AT: attention maps of every stage pair (--stages; default the models' stages) matched "
     "with weight --at_weight (Zagoruyko & Komodakis 2017)", _at,
     settings=(Setting("at_weight", 1000.0, "Weight of each AT stage pair (--method=at; the "
                       "paper's beta).", lower_bound=0.0),),
-    label="student, AT"))
+    uses_stages=True, label="student, AT"))
 register(Method(
     "rkd", "RKD: distances and angles within a batch of penultimate features (Park et al. 2019)",
     lambda cfg, ctx: {"distillation_losses": [losses.RKD(
@@ -306,7 +310,7 @@ register(Method(
                 lower_bound=0.0),
         Setting("crd_negatives", 16384, "Negatives per anchor drawn from CRD's memory bank.",
                 lower_bound=1),
-        Setting("crd_temperature", 0.07, "Temperature of CRD's scores.", lower_bound=0.0),
+        Setting("crd_temperature", 0.07, "Temperature of CRD's scores (> 0).", lower_bound=1e-6),
         Setting("crd_momentum", 0.5, "Momentum of CRD's memory-bank update.", lower_bound=0.0,
                 upper_bound=0.999),
     ),
@@ -322,4 +326,4 @@ register(Method(
         Setting("reviewkd_warmup_epochs", 20.0, "Epochs over which ReviewKD's loss grows "
                 "linearly from 0 (the paper: 20 of 240).", lower_bound=0.0),
     ),
-    label="student, ReviewKD"))
+    uses_stages=True, label="student, ReviewKD"))

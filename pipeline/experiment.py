@@ -798,7 +798,7 @@ def check_models(cfg, teacher, student, splits):
                            sampler=samplers.get(cfg.sampler, seed=cfg.seed))
     except ValueError as e:
         message = str(e)
-        if method in ("fitnets", "sskd"):
+        if methods_lib.get(method).uses_stages:
             if message.startswith("stages:"):
                 raise
             raise ValueError(

@@ -21,12 +21,16 @@ from kdtf import metrics as metrics_lib
 from pipeline.report import flops as flops_lib
 from pipeline.report import plots
 
-METHOD_LABELS = {
-    "none": "ERM (labels only)", "kd": "KD", "dist": "DIST", "extracurricular": "extracurricular",
-    "fitnets": "FitNets", "sskd": "SSKD",
-}
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
+
+
+def _method_label(method):
+    """The registry's row name of `method` without its "student, " prefix."""
+    from kdtf import methods
+
+    label = methods.get(method).label if method in methods.REGISTRY else ""
+    return label.removeprefix("student, ") or method
 
 
 # ------------------------------------------------------------------ inputs
@@ -217,7 +221,7 @@ def collect(results, results_path, output_dir, split="test", num_bins=15, tflite
     q = None if q in ("none", "", None) else q
     entries = [ModelEntry("teacher", f"teacher ({cfg.teacher if not os.path.exists(cfg.teacher) else os.path.basename(cfg.teacher)})", teacher_file)]
     for method, path in student_files.items():
-        entry = ModelEntry(method, f"student, {METHOD_LABELS.get(method, method)}", path)
+        entry = ModelEntry(method, f"student, {_method_label(method)}", path)
         entry.history = results["students"][method].get("history", {})
         entries.append(entry)
     tflite_dir = os.path.join(output_dir, "tflite")
@@ -489,7 +493,7 @@ def write_html(results, results_path, output_dir, cfg, entries, counts, split="t
     """Writes `<output_dir>/report.html`, its figures and `report.json`; returns the HTML path."""
     figures = _Figures(output_dir, embed_images)
     e = html.escape
-    title = (f"Distillation report: {cfg.teacher} → {cfg.student} ({METHOD_LABELS.get(cfg.method, cfg.method)}) "
+    title = (f"Distillation report: {cfg.teacher} → {cfg.student} ({_method_label(cfg.method)}) "
              f"on {cfg.dataset}, seed {cfg.seed}")
     body = [
         f"<h1>{e(title)}</h1>",

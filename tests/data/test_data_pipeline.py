@@ -242,5 +242,8 @@ def test_index_rides_with_each_example_through_shuffle_and_augment():
                              augment=kdtf.data.Augment(random_crop_padding=1, seed=0))
     features, _ = next(iter(augmented))
     assert sorted(features) == ["index", "inputs"] and features["inputs"].shape == (8, 6, 6, 1)
+    # A model's own dict input may have an "index" key: only {"inputs", "index"} is the format.
+    own = {"index": index, "tokens": index}
+    assert batches.split(own) == (own, None, None)
     with pytest.raises(ValueError, match="'inputs'"):
-        batches.split({"index": index})
+        batches.split({"teacher_outputs": index, "index": index})
