@@ -5,9 +5,14 @@ Prints images/second (median over interleaved rounds), peak memory and the
 ratios: kdtf / keras.distillation, kdtf's share of the bound
 1/(1/student_only + 1/teacher_inference), DIST / KD and EC / KD step time,
 cached-teacher KD / keras.distillation, and tf.data against in-memory inputs.
-The logic is in benchmarks/benchmark.py; see its docstring for the method.
+With the 'methods' mode (not in the default) it also times one train step of
+every distillation method of the registry (kdtf.methods), interleaved with KD,
+and tables each one's ms/step and step time x KD ('not applicable: <reason>'
+where the pair cannot run it). The logic is in benchmarks/benchmark.py; see its
+docstring for the method.
 
     python apps/benchmark.py --output=BENCHMARKS.md
+    python apps/benchmark.py --pairs=cifar --modes=kd,methods --inputs=memory
     KERAS_BACKEND=jax python apps/benchmark.py --pairs=cifar --jit_compile=true
 """
 import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf import)

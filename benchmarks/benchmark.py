@@ -16,7 +16,28 @@ object, student architecture, data, batch size, precision, `jit_compile` and
   the tau^2 factor); the `KLDivergence` instance is the KD it is meant to run;
 * `kdtf KD`, `kdtf DIST`, `kdtf EC` (extracurricular: a Mixup synthetic batch
   as large as the real one, also run through the teacher) and `kdtf cached KD`
-  (teacher outputs from a `kdtf.caching.TeacherCache`, so no teacher pass).
+  (teacher outputs from a `kdtf.caching.TeacherCache`, so no teacher pass);
+* with the `methods` mode (not in the default run), one train step of every
+  method of the registry `kdtf.methods` whose trainer is "distiller" (kd, dist,
+  dkd, extracurricular, fitnets, at, rkd, pkt, crd, reviewkd, and any added
+  later) plus KD with `logit_standardization`, each built as a run builds it:
+  `pipeline.experiment.make_distiller` with a `RunConfig` carrying the pair's
+  models, temperature 4, student_loss_weight 0.5, the seed and otherwise the
+  registry's defaults (steps per epoch: examples // batch, for DKD's and
+  ReviewKD's warm-ups). Where the default stage pairing refuses because the
+  two models have different numbers of stages (AT, ReviewKD), the student's
+  K stages are paired with the teacher's deepest K (ReviewKD also with the
+  pooled `features`, as its default does), and the row says so. CRD's batches
+  carry each example's index (`kdtf.batches`), its memory bank has a row per
+  training example of the pair and it draws the registry's default number of
+  negatives. A method the pair cannot run (e.g. FitNets or AT on a flat MLP
+  student, which has no spatial maps) is listed as "not applicable" with the
+  library's one-line reason. kd, dist and extracurricular reuse the `kdtf
+  KD`, `kdtf DIST` and `kdtf EC` configurations (the same Distiller) when
+  those are timed anyway. The methods table gives each one's step time and
+  its step time relative to KD (the median of per-round ratios, since every
+  round times them all). sskd (stage-by-stage phases) and none (the student
+  only row) are not one Distiller step.
 
 Every figure is training (or inference) images per second of *real* inputs,
 the median over `rounds` rounds; each round times every configuration once,
@@ -76,7 +97,10 @@ PAIRS = ("mnist1d", "cifar", "applications")
 APPLICATIONS_TEACHER = "keras.applications.ResNet50"
 APPLICATIONS_STUDENT = "keras.applications.MobileNetV3Small"
 APPLICATIONS_CLASSES = 1000
-MODES = ("kd", "dist", "extracurricular", "cached")
+MODES = ("kd", "dist", "extracurricular", "cached", "methods")
+# The default run: "methods" adds about ten configurations (CRD's memory-bank
+# gather is the slowest step of all), so it runs only when asked for.
+DEFAULT_MODES = ("kd", "dist", "extracurricular", "cached")
 INPUTS = ("memory", "tfdata")
 IN_STEP = "kdtf KD, augmented in step"
 UNFOLDED = "kdtf KD, teacher BatchNorm not folded"
@@ -112,12 +136,17 @@ class BenchConfig:
         "logits out) on random uint8 --applications_image_size images with 1000 classes.",
         check=_choices("pairs", PAIRS))
     modes: tuple = _setting(
-        MODES,
+        DEFAULT_MODES,
         "kdtf configurations to time besides the baselines (student-only training, teacher "
         "inference, keras.distillation KD): 'kd' (always timed: the ratios refer to it), "
         "'dist' (DIST loss), 'extracurricular' (KD plus a Mixup synthetic batch as large as "
         "the real one), 'cached' (KD from teacher outputs cached once by "
-        "kdtf.caching.TeacherCache; the cache build is timed separately).",
+        "kdtf.caching.TeacherCache; the cache build is timed separately), 'methods' (not in "
+        "the default: one train step of every registered distillation method of "
+        "kdtf.methods, built by pipeline.experiment.make_distiller with the registry's "
+        "defaults, plus KD with logit standardization, in the same rounds as KD; a table of "
+        "ms/step and step time x KD, and 'not applicable: <reason>' for a method the pair "
+        "cannot run).",
         check=_choices("modes", MODES))
     inputs: tuple = _setting(
         INPUTS,
@@ -567,6 +596,7 @@ class _Pair:
     def __init__(self, cfg, pair, log):
         import keras
 
+        from kdtf import batches as batches_lib
         from kdtf import data as data_lib
         from kdtf import losses as losses_lib
         from kdtf import samplers as samplers_lib
@@ -648,6 +678,44 @@ class _Pair:
             d.compile(optimizer="adam", loss=task_loss, **compile_kwargs)
             return d
 
+        def registry_distiller(method, overrides):
+            """`method`'s Distiller as a run builds it; returns (it, a note on its settings)."""
+            from pipeline import experiment
+
+            run_cfg = experiment.RunConfig(
+                teacher=self.settings["teacher"], student=self.settings["student"],
+                batch_size=b, temperature=TEMPERATURE, student_loss_weight=STUDENT_LOSS_WEIGHT,
+                seed=cfg.seed, **overrides)
+            notes = [f"{k}={v}" for k, v in overrides.items()]
+            build = lambda run_cfg: experiment.make_distiller(  # noqa: E731
+                run_cfg, teacher, student(), method, x, steps_per_epoch=max(1, len(x) // b))
+            try:
+                d = build(run_cfg)
+            except ValueError as error:
+                # The default pairs the stages one to one: pair the deepest ones.
+                stages = "one to one" in str(error) and aligned_stages(method, teacher, student())
+                if not stages:
+                    raise
+                d = build(dataclasses.replace(run_cfg, stages=stages))
+                notes.append(f"stages={stages}: the teacher's deepest stages, since the default "
+                             "pairs the stages one to one and the two models have different "
+                             "numbers")
+            if d.needs_index:
+                notes.append(f"memory bank of {len(x)} examples (the training set), "
+                             f"{run_cfg.crd_negatives} negatives (the registry default); "
+                             "batches carry each example's index")
+            d.compile(optimizer="adam", loss=task_loss, **compile_kwargs)
+            return d, "; ".join(notes)
+
+        def indexed_source(kind):
+            """Batches whose x is `kdtf.batches.make(inputs, index=...)` (CRD's bank)."""
+            if not self.has_tf:
+                return repeat_batch((batches_lib.make(x[:b], index=np.arange(b)), y[:b]))
+            ds = data_lib.make_dataset(x, y, batch_size=b, shuffle=True, seed=cfg.seed,
+                                       augment=augment, drop_remainder=True, repeat=True,
+                                       index=True)
+            return in_memory(ds) if kind == "memory" else ds
+
         def student_only():
             s = student()
             s.compile(optimizer="adam", loss=task_loss, **compile_kwargs)
@@ -678,6 +746,21 @@ class _Pair:
                 "kdtf EC", "fit",
                 kdtf_distiller(losses_lib.KD(TEMPERATURE), samplers_lib.Mixup(seed=cfg.seed)),
                 sources[first](), first, note="Mixup sampler, synthetic batch = real batch"))
+        self.methods = []  # the methods table's entries (`methods_table`)
+        if "methods" in cfg.modes:
+            for row, method, overrides, name in method_entries():
+                entry = {"method": row, "configuration": name, "note": "", "not_applicable": ""}
+                self.methods.append(entry)
+                if _find(c, name, first) is not None:
+                    continue  # the same configuration is timed already (kd, dist, EC modes)
+                try:
+                    model, entry["note"] = registry_distiller(method, overrides)
+                except ValueError as error:  # the library's refusal, e.g. no spatial maps
+                    entry["not_applicable"] = one_line(error)
+                    log(f"[{pair}] {row}: not applicable: {entry['not_applicable']}")
+                    continue
+                source = indexed_source(first) if model.needs_index else sources[first]()
+                c.append(Contender(name, "fit", model, source, first, note=entry["note"]))
         if self.cache is not None:
             c.append(Contender("kdtf cached KD", "fit", kdtf_distiller(losses_lib.KD(TEMPERATURE)),
                                cached_source(first), first))
@@ -766,6 +849,121 @@ def ratios(pair):
         add(f"{kind} pipeline alone / student only {kind} (headroom)", lambda a, b: a / b,
             get("tf.data pipeline alone", kind), get("student only", kind))
     return out
+
+
+# ----------------------------------------------------------------- methods
+METHODS_REFERENCE = "kdtf KD"
+LOGIT_STANDARDIZATION = "kd + logit_standardization"
+# Methods whose Distiller other modes time too, under these names.
+_METHOD_CONFIGURATIONS = {"kd": METHODS_REFERENCE, "dist": "kdtf DIST", "extracurricular": "kdtf EC"}
+# The pooled penultimate layer of kdtf zoo models (RKD's, PKT's, CRD's and ReviewKD's).
+_PENULTIMATE = "features"
+
+
+def method_entries():
+    """Rows of the methods table: `(row, registry method, RunConfig overrides, configuration)`.
+
+    Every `kdtf.methods` entry whose trainer is "distiller", in registry
+    order, and KD with logit standardization after KD.
+    """
+    from kdtf import methods as methods_lib
+
+    out = []
+    for m in methods_lib.REGISTRY.values():
+        if m.trainer != "distiller":
+            continue
+        label = m.label.removeprefix("student, ") or m.name
+        out.append((m.name, m.name, {}, _METHOD_CONFIGURATIONS.get(m.name, f"kdtf {label}")))
+        if m.name == "kd":
+            out.append((LOGIT_STANDARDIZATION, "kd", {"logit_standardization": True},
+                        "kdtf KD, logit standardization"))
+    return out
+
+
+def aligned_stages(method, teacher, student):
+    """A `stages` setting pairing the student's K stages with the teacher's deepest K.
+
+    None when either model has no stage endpoints or both have as many.
+    For reviewkd the pooled `features` pair is added, as its default does.
+    """
+    from kdtf import models as models_lib
+
+    try:
+        t_names, s_names = models_lib.stage_endpoints(teacher), models_lib.stage_endpoints(student)
+    except (TypeError, ValueError):
+        return None
+    if len(t_names) == len(s_names):
+        return None
+    k = min(len(t_names), len(s_names))
+    pairs = list(zip(t_names[-k:], s_names[-k:]))
+    if method == "reviewkd" and all(_PENULTIMATE in [layer.name for layer in model.layers]
+                                    for model in (teacher, student)):
+        pairs.append((_PENULTIMATE, _PENULTIMATE))
+    return ",".join(f"{a}:{b}" for a, b in pairs)
+
+
+def one_line(error, limit=200):
+    """An exception's message on one line, cut after a clause (at "; ") beyond `limit` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if len(text) <= limit:
+        return text
+    cut = text.rfind("; ", 0, limit)
+    return text[: cut if cut > 0 else limit - 3] + "..."
+
+
+def methods_table(entries, reference_ips, ips, batch_size):
+    """Each method's step time and its step time relative to KD, from per-round figures.
+
+    Args:
+        entries: dicts with "method", "configuration", "note" and
+            "not_applicable" (a reason, or "" for a timed method).
+        reference_ips: KD's images/s, one per round.
+        ips: `{configuration: images/s per round}`, measured in the same
+            rounds as `reference_ips`.
+        batch_size: real examples per step.
+
+    Returns:
+        One dict per entry, adding "step_ms" (from the median images/s),
+        "x_kd" (the median over rounds of method step time / KD step time)
+        and "x_kd_rounds"; the three are None for a method not applicable
+        (or not measured).
+    """
+    rows = []
+    for entry in entries:
+        row = {**entry, "step_ms": None, "x_kd": None, "x_kd_rounds": []}
+        values = ips.get(entry["configuration"]) if not entry["not_applicable"] else None
+        if values:
+            row["step_ms"] = 1000 * batch_size / _median(values)
+            row["x_kd_rounds"] = [k / m for k, m in zip(reference_ips, values)]
+            row["x_kd"] = _median(row["x_kd_rounds"]) if row["x_kd_rounds"] else None
+        rows.append(row)
+    return rows
+
+
+def methods_markdown(rows):
+    """The methods table in markdown."""
+    lines = ["| method | configuration | ms/step | x KD (step time, median of per-round ratios) "
+             "| x KD per round | notes |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["not_applicable"]:
+            lines.append(f"| {r['method']} | - | - | - | - | not applicable: {r['not_applicable']} |")
+            continue
+        x_kd = "-" if r["x_kd"] is None else f"{r['x_kd']:.2f}"
+        lines.append(f"| {r['method']} | {r['configuration']} | {_fmt(r['step_ms'], 1)} | {x_kd} | "
+                     + ", ".join(f"{v:.2f}" for v in r["x_kd_rounds"]) + f" | {r['note']} |")
+    return lines
+
+
+def methods_text(rows):
+    """The methods table for the terminal."""
+    lines = [f"  {'method (step time x KD)':<40}{'ms/step':>9}{'x KD':>7}"]
+    for r in rows:
+        if r["not_applicable"]:
+            lines.append(f"  {r['method']:<40}not applicable: {r['not_applicable']}")
+        else:
+            x_kd = "-" if r["x_kd"] is None else f"{r['x_kd']:.2f}"
+            lines.append(f"  {r['method']:<40}{_fmt(r['step_ms'], 1):>9}{x_kd:>7}")
+    return lines
 
 
 # ------------------------------------------------------------------ running
@@ -864,6 +1062,12 @@ def _pair_result(pair):
                                         if c.model is not None}),
         "ratios": [{"name": n, "median": m, "rounds": r} for n, m, r in ratios(pair)],
     }
+    if pair.methods:
+        first = pair.cfg.inputs[0]
+        reference = _find(pair.contenders, METHODS_REFERENCE, first)
+        out["methods"] = methods_table(
+            pair.methods, reference.ips if reference else [],
+            {c.name: c.ips for c in pair.contenders if c.input == first}, pair.cfg.batch_size)
     if pair.cache is not None:
         out["cache"] = {"views": pair.cache.views, "memory_bytes": pair.cache.memory_bytes,
                         "build_seconds": pair.cache_seconds, "dtype": pair.cache.dtype}
@@ -916,6 +1120,8 @@ def to_text(result):
                          f"{_fmt(row['peak_rss_mib']):>14}{_fmt(row['rss_growth_mib'], 1):>12}")
         for ratio in p["ratios"]:
             lines.append(f"  {ratio['name']:<64}{ratio['median']:>7.2f}")
+        if p.get("methods"):
+            lines += methods_text(p["methods"])
         if "cache" in p:
             c = p["cache"]
             lines.append(f"  teacher cache: {c['views']} view(s), {c['memory_bytes'] / 2**20:.2f} MiB "
@@ -988,6 +1194,12 @@ def to_markdown(result, command):
         for ratio in p["ratios"]:
             lines.append(f"| {ratio['name']} | {ratio['median']:.2f} | "
                          + ", ".join(f"{r:.2f}" for r in ratio["rounds"]) + " |")
+        if p.get("methods"):
+            lines += ["", f"Distillation methods of `kdtf.methods` (`--modes=methods`), each built by "
+                      "`pipeline.experiment.make_distiller` with the registry's defaults, timed in "
+                      f"the same rounds as KD on `{s['inputs'][0]}` inputs; x KD is the method's "
+                      "step time over KD's. sskd (stage-by-stage phases) and none (the student only "
+                      "row) are not one Distiller step.", "", *methods_markdown(p["methods"])]
         if "cache" in p:
             c = p["cache"]
             lines += ["", f"Teacher cache: {c['views']} view(s) per example, "

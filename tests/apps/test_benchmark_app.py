@@ -195,3 +195,93 @@ def test_progress_after_each_round_and_time_budget():
         progress=lambda r: seen.append(r["pairs"]["mnist1d"]["rounds_done"]))
     assert seen == [1, 2] and result["complete"] is True and result["stopped"] == ""
     assert "Incomplete" not in benchmark.to_markdown(result, "cmd")
+
+
+def _distiller_methods():
+    from kdtf import methods as methods_lib
+
+    return [m.name for m in methods_lib.REGISTRY.values() if m.trainer == "distiller"]
+
+
+def test_methods_table_ratios_and_not_applicable():
+    """Step time x KD is the median of per-round step-time ratios; n/a rows keep their reason."""
+    from benchmarks import benchmark
+
+    entries = [
+        {"method": "kd", "configuration": "kdtf KD", "note": "", "not_applicable": ""},
+        {"method": "crd", "configuration": "kdtf CRD", "note": "bank", "not_applicable": ""},
+        {"method": "at", "configuration": "kdtf AT", "note": "",
+         "not_applicable": "AT takes feature maps"},
+    ]
+    kd = [100.0, 200.0, 100.0]  # images/s per round
+    rows = benchmark.methods_table(entries, kd, {"kdtf KD": kd, "kdtf CRD": [50.0, 50.0, 20.0]},
+                                   batch_size=10)
+    assert [r["method"] for r in rows] == ["kd", "crd", "at"]
+    assert rows[0]["x_kd"] == 1.0 and rows[0]["step_ms"] == 100.0
+    assert rows[1]["x_kd_rounds"] == [2.0, 4.0, 5.0] and rows[1]["x_kd"] == 4.0
+    assert rows[1]["step_ms"] == 1000 * 10 / 50.0  # from the median images/s
+    assert rows[2]["x_kd"] is None and rows[2]["step_ms"] is None
+    md = "\n".join(benchmark.methods_markdown(rows))
+    assert "| kd | kdtf KD | 100.0 | 1.00 | 1.00, 1.00, 1.00 |" in md
+    assert "| crd | kdtf CRD | 200.0 | 4.00 | 2.00, 4.00, 5.00 | bank |" in md
+    assert "| at | - | - | - | - | not applicable: AT takes feature maps |" in md
+    text = "\n".join(benchmark.methods_text(rows))
+    assert "not applicable: AT takes feature maps" in text and "4.00" in text
+    # Every distillation method of the registry has a row, and KD with logit standardization.
+    entries = benchmark.method_entries()
+    assert [e[1] for e in entries if e[0] != benchmark.LOGIT_STANDARDIZATION] == _distiller_methods()
+    assert (benchmark.LOGIT_STANDARDIZATION, "kd", {"logit_standardization": True},
+            "kdtf KD, logit standardization") in entries
+    assert benchmark.one_line(ValueError("a\n  b")) == "a b"
+    long = ValueError("'features' is not a layer; valid layer names: " + ", ".join(["conv"] * 80))
+    assert benchmark.one_line(long) == "'features' is not a layer..."
+
+
+def test_methods_mode_builds_every_method_or_says_why():
+    """On MNIST-1D's flat MLP student, FitNets and AT are 'not applicable' with the reason;
+    every other distillation method is built through the registry (CRD with indexed batches)."""
+    from benchmarks import benchmark
+
+    cfg = benchmark.BenchConfig(pairs=("mnist1d",), modes=("kd", "methods"), inputs=("memory",),
+                                batch_size=16, steps=2, warmup_steps=1, rounds=1)
+    pair = benchmark._Pair(cfg, "mnist1d", log=lambda m: None)
+    assert [e["method"] for e in pair.methods if e["method"] != benchmark.LOGIT_STANDARDIZATION] \
+        == _distiller_methods()
+    names = {c.name for c in pair.contenders}
+    for entry in pair.methods:
+        if entry["method"] in ("fitnets", "at"):
+            assert entry["not_applicable"] and "\n" not in entry["not_applicable"], entry
+            assert "rank" in entry["not_applicable"] or "spatial" in entry["not_applicable"]
+        else:
+            assert not entry["not_applicable"] and entry["configuration"] in names, entry
+    crd = next(c for c in pair.contenders if c.name == "kdtf CRD")
+    assert crd.model.needs_index and "3600 examples" in crd.note and "16384 negatives" in crd.note
+    x, _ = next(iter(crd.dataset))
+    assert set(x) == {"inputs", "index"}
+
+
+@pytest.mark.slow
+def test_methods_mode_end_to_end(tmp_path):
+    """--modes=methods times every distillation method beside KD, or says why it cannot run."""
+    out_md = str(tmp_path / "methods.md")
+    proc = _run("--pairs=mnist1d,cifar", "--modes=kd,methods", "--inputs=memory", "--steps=2",
+                "--warmup_steps=1", "--rounds=1", "--batch_size=8", "--cifar_examples=32",
+                f"--output={out_md}", timeout=600)
+    md = open(out_md).read()
+    assert "| method | configuration | ms/step | x KD" in md
+    result = json.load(open(str(tmp_path / "methods.json")))
+    for pair_name in ("mnist1d", "cifar"):
+        rows = {r["method"]: r for r in result["pairs"][pair_name]["methods"]}
+        assert set(rows) == set(_distiller_methods()) | {"kd + logit_standardization"}
+        for name, row in rows.items():
+            assert (row["x_kd"] or 0) > 0 or row["not_applicable"], (pair_name, row)
+            needle = (f"| {name} | - | - | - | - | not applicable: " if row["not_applicable"]
+                      else f"| {name} | {row['configuration']} | ")
+            assert needle in md, needle
+        assert rows["kd"]["x_kd"] == 1.0
+    mnist1d = {r["method"]: r for r in result["pairs"]["mnist1d"]["methods"]}
+    assert mnist1d["at"]["not_applicable"] and mnist1d["fitnets"]["not_applicable"]
+    cifar = {r["method"]: r for r in result["pairs"]["cifar"]["methods"]}
+    assert all(not r["not_applicable"] for r in cifar.values())  # conv student: all run
+    assert "stages=stage2:stage1,stage3:stage2" in cifar["at"]["note"]
+    assert "not applicable: " in proc.stdout and "x KD" in proc.stdout
