@@ -34,18 +34,36 @@ def shift_window(x, offsets, padding, axes, backend=None):
         A tensor of `x`'s shape and dtype: an exact gather, no arithmetic.
     """
     b = backend or _ACTIVE
+    if any(d is None for d in x.shape[1:]):
+        raise ValueError(f"shift_window needs static sizes but the batch axis; got shape {x.shape}.")
     pad = [[0, 0]] * len(x.shape)
     for axis in axes:
         pad[axis] = [padding, padding]
     out = b.numpy.pad(x, pad)
     for j, axis in enumerate(axes):
-        size = x.shape[axis] if x.shape[axis] is not None else b.core.shape(x)[axis]
-        start = b.numpy.expand_dims(b.cast(offsets[:, j], "int32"), 1)
-        positions = start + b.numpy.expand_dims(b.numpy.arange(size, dtype="int32"), 0)
-        index_shape = [-1] + [1] * (len(x.shape) - 1)
-        index_shape[axis] = size
-        out = b.numpy.take_along_axis(out, b.numpy.reshape(positions, index_shape), axis=axis)
+        out = _window(b, out, b.cast(offsets[:, j], "int32"), x.shape[axis], axis)
     return out
+
+
+def _window(b, x, starts, size, axis):
+    """`x[i, ..., starts[i] : starts[i] + size, ...]` on `axis`, for every `i`.
+
+    One gather of rows of the flattened `[B * L, ...]` tensor: as fast as a
+    per-example gather (`tf.gather(batch_dims=1)`), where `take_along_axis`
+    broadcasts its index to the whole output (4x slower in tf.data).
+    """
+    if axis != 1:
+        x = b.numpy.moveaxis(x, axis, 1)
+    rest = list(x.shape[2:])
+    length = x.shape[1]
+    batch = b.core.shape(x)[0]
+    rows = b.numpy.expand_dims(b.numpy.arange(batch, dtype="int32") * length, 1)
+    positions = b.numpy.expand_dims(starts, 1) + b.numpy.expand_dims(
+        b.numpy.arange(size, dtype="int32"), 0)
+    flat = b.numpy.reshape(x, [-1] + rest)
+    out = b.numpy.take(flat, b.numpy.reshape(rows + positions, [-1]), axis=0)
+    out = b.numpy.reshape(out, [-1, size] + rest)
+    return b.numpy.moveaxis(out, 1, axis) if axis != 1 else out
 
 
 def crop_flip(images, offsets, flip, padding, backend=None):
