@@ -36,6 +36,7 @@ import numpy as np
 from keras import ops
 
 from kdtf import distribute
+from kdtf.losses import feature_checks as checks
 from kdtf.losses.base import DistillationLoss
 
 _EPS = 1e-7
@@ -352,10 +353,8 @@ class CRD(DistillationLoss):
                  num_negatives=16384, temperature=0.07, momentum=0.5, seed=None, name="crd",
                  reduction="sum_over_batch_size"):
         super().__init__(name=name, reduction=reduction)
-        for arg, value in (("teacher_layer_name", teacher_layer_name),
-                           ("student_layer_name", student_layer_name)):
-            if not isinstance(value, str) or not value:
-                raise TypeError(f"`{arg}` must be a non-empty str (a layer name); got {value!r}.")
+        teacher_layer_name = checks.check_layer_name("teacher_layer_name", teacher_layer_name)
+        student_layer_name = checks.check_layer_name("student_layer_name", student_layer_name)
         for arg, value in (("num_examples", num_examples), ("embedding_dim", embedding_dim),
                            ("num_negatives", num_negatives)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
