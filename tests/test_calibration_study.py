@@ -63,6 +63,7 @@ def test_short_error_drops_locations():
     assert short.startswith("ConverterError") and "tfl.fully_connected" in short
 
 
+@pytest.mark.slow  # a tiny study (~17 s); results/calibration.md's own command reruns it
 def test_calibration_table_has_every_source(tmp_path):
     shape = (6, 6, 1)
     splits = _tiny_splits(shape)

@@ -158,6 +158,7 @@ def test_peer_failure_needs_a_cluster_and_a_tensorflow_error(monkeypatch):
     assert not cli.peer_failure(error)
 
 
+@pytest.mark.slow  # the real case, apps/export.py with TFLite's noise, is in tests/apps/test_export_app.py
 def test_an_app_run_prints_no_tensorflow_noise(tmp_path):
     """A main that uses TensorFlow and Keras, run without TF_CPP_MIN_LOG_LEVEL set."""
     script = _script(tmp_path, """

@@ -29,6 +29,8 @@ def _mobilenet(size=32, **kwargs):
                                                classes=10, **kwargs)
 
 
+@pytest.mark.slow  # building and tracing ResNet50: ~70 s on 2 cores; a keras.applications
+# softmax output is detected and distilled exactly in tests/test_softmax_outputs.py
 @pytest.mark.tf_only(reason="ResNet50 once is enough")
 def test_resnet50_softmax_teacher_to_mobilenet_student_trains(capsys):
     teacher = keras.applications.ResNet50(input_shape=(32, 32, 3), weights=None, classes=10)

@@ -3,6 +3,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# Each bad-flag case starts an app, so TensorFlow (~7 s on 2 cores): CI keeps a
+# few per app, one of each kind of check, and the rest run with the slow tests.
+SLOW_CASE = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Quiet TensorFlow logs, and the CPU even on a machine with a GPU.
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")

@@ -6,6 +6,7 @@ import os
 import pytest
 
 import app_runner
+from app_runner import SLOW_CASE
 
 
 NO_TENSORFLOW = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata", "no_tensorflow")
@@ -53,6 +54,7 @@ def test_benchmark_end_to_end(tmp_path):
     assert result["pairs"]["mnist1d"]["cache"]["memory_bytes"] == 3600 * 10 * 2
 
 
+@pytest.mark.slow  # a ResNet-20 pair (~30 s on 2 cores); RandomCropFlip and folding have unit tests
 def test_augment_times_in_step_augmentation(tmp_path):
     out_md = str(tmp_path / "BENCHMARKS.md")
     _run("--pairs=cifar", "--modes=kd", "--inputs=memory", "--steps=2", "--warmup_steps=1",
@@ -98,18 +100,18 @@ def test_jax_without_tensorflow(tmp_path):
     "flags,needle",
     [
         (["--pairs=bogus"], "pairs"),
-        (["--modes=kd,bogus"], "modes"),
-        (["--inputs="], "inputs"),
+        pytest.param(["--modes=kd,bogus"], "modes", marks=SLOW_CASE),
+        pytest.param(["--inputs="], "inputs", marks=SLOW_CASE),
         (["--steps=3", "--steps_per_execution=2"], "steps"),
-        (["--batch_size=1"], "batch_size"),
-        (["--precision=float64"], "precision"),
-        (["--jit_compile=maybe"], "jit_compile"),
-        (["--cifar_teacher=bogus"], "valid values"),
-        (["--rounds=0"], "rounds"),
-        (["--cifar_examples=10"], "cifar_examples"),
+        pytest.param(["--batch_size=1"], "batch_size", marks=SLOW_CASE),
+        pytest.param(["--precision=float64"], "precision", marks=SLOW_CASE),
+        pytest.param(["--jit_compile=maybe"], "jit_compile", marks=SLOW_CASE),
+        pytest.param(["--cifar_teacher=bogus"], "valid values", marks=SLOW_CASE),
+        pytest.param(["--rounds=0"], "rounds", marks=SLOW_CASE),
+        pytest.param(["--cifar_examples=10"], "cifar_examples", marks=SLOW_CASE),
         (["--pairs=applications", "--applications_examples=4"], "applications_examples"),
-        (["--applications_image_size=16"], "applications_image_size"),
-        (["--time_budget_s=-1"], "time_budget_s"),
+        pytest.param(["--applications_image_size=16"], "applications_image_size", marks=SLOW_CASE),
+        pytest.param(["--time_budget_s=-1"], "time_budget_s", marks=SLOW_CASE),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(flags, needle):

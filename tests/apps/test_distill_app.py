@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from app_runner import run as _run
+from app_runner import SLOW_CASE, run as _run
 
 
 def test_help_explains_every_flag():
@@ -63,13 +63,13 @@ def test_train_teacher_app(tmp_path):
     "app,flags,needle",
     [
         ("distill.py", ["--method=bogus"], "method"),
-        ("distill.py", ["--student=bogus", "--epochs=1"], "valid values"),
-        ("distill.py", ["--teacher=bogus", "--epochs=1"], "valid values"),
-        ("distill.py", ["--dataset=bogus", "--epochs=1"], "valid values"),
-        ("distill.py", ["--teacher=/nonexistent/t.keras"], "no such file"),
+        pytest.param("distill.py", ["--student=bogus", "--epochs=1"], "valid values", marks=SLOW_CASE),
+        pytest.param("distill.py", ["--teacher=bogus", "--epochs=1"], "valid values", marks=SLOW_CASE),
+        pytest.param("distill.py", ["--dataset=bogus", "--epochs=1"], "valid values", marks=SLOW_CASE),
+        pytest.param("distill.py", ["--teacher=/nonexistent/t.keras"], "no such file", marks=SLOW_CASE),
         ("distill.py", ["--temperature=-1"], "temperature"),
         ("evaluate.py", ["--model=/nonexistent.keras"], "no such file"),
-        ("train_teacher.py", ["--model=bogus"], "valid values"),
+        pytest.param("train_teacher.py", ["--model=bogus"], "valid values", marks=SLOW_CASE),
     ],
 )
 def test_bad_flags_give_one_line_error(app, flags, needle, tmp_path):
@@ -98,6 +98,7 @@ def test_fitnets_and_sskd_end_to_end(tmp_path):
     assert os.path.isdir(os.path.join(result["files"]["run_dir"], "student_sskd", "checkpoints"))
 
 
+@pytest.mark.slow  # one more app start; the check itself: tests/test_stagewise.py
 def test_unknown_stage_lists_the_valid_ones(tmp_path):
     proc = _run("distill.py", "--method=sskd", "--student=mnist1d_cnn_small", "--stages=bogus",
                 "--epochs=1", "--teacher_epochs=1", f"--workdir={tmp_path}", "--verbose=0",

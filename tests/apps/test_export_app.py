@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import app_runner
+from app_runner import SLOW_CASE
 
 FLAGS = ("model", "output", "format", "quantization", "int8_io", "dataset",
          "num_calibration", "verify", "min_agreement", "overwrite")
@@ -66,16 +67,16 @@ def test_help_lists_and_explains_every_flag():
 
 @pytest.mark.parametrize("args,flag", [
     (["--quantization=int4"], "--quantization"),
-    (["--format=onnx"], "--format"),
-    (["--num_calibration=0"], "--num_calibration"),
+    pytest.param(["--format=onnx"], "--format", marks=SLOW_CASE),
+    pytest.param(["--num_calibration=0"], "--num_calibration", marks=SLOW_CASE),
     (["--model=/does/not/exist.keras"], "--model"),
-    (["--output=/does/not/exist/m.tflite"], "--output"),
-    (["--int8_io"], "int8_io"),
+    pytest.param(["--output=/does/not/exist/m.tflite"], "--output", marks=SLOW_CASE),
+    pytest.param(["--int8_io"], "int8_io", marks=SLOW_CASE),
     (["--format=saved_model", "--quantization=int8"], "saved_model"),
-    (["--min_agreement=1.5"], "--min_agreement"),
-    (["--min_agreement=-0.1"], "--min_agreement"),
+    pytest.param(["--min_agreement=1.5"], "--min_agreement", marks=SLOW_CASE),
+    pytest.param(["--min_agreement=-0.1"], "--min_agreement", marks=SLOW_CASE),
     (["--noverify", "--min_agreement=0.9"], "--min_agreement"),
-    (["--format=saved_model", "--min_agreement=0.9"], "--min_agreement"),
+    pytest.param(["--format=saved_model", "--min_agreement=0.9"], "--min_agreement", marks=SLOW_CASE),
 ])
 def test_bad_flag_exits_nonzero_with_one_line(student, args, flag):
     directory, model_path, _ = student
@@ -128,7 +129,7 @@ def test_saved_model_export_run(student):
     assert "serving_default" in result.stdout
 
 
-@pytest.mark.parametrize("source", ["gmm", "noise"])
+@pytest.mark.parametrize("source", [pytest.param("gmm", marks=SLOW_CASE), "noise"])
 def test_int8_calibration_from_a_sampler(student, source):
     directory, model_path, data_path = student
     output = directory / f"student_int8_{source}.tflite"

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from app_runner import run as _run
+from app_runner import SLOW_CASE, run as _run
 
 SECTIONS = ["summary", "efficiency", "curves", "reliability", "per-class", "confusion", "config"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -186,8 +186,8 @@ def test_tensorboard_synthetic_loss_and_sskd_stages(tmp_path):
 
 @pytest.mark.parametrize("content,needle", [
     (None, "no such file"),
-    ("{not json", "not valid JSON"),
-    ('{"config": {}, "teacher": {}}', "not a results file"),
+    pytest.param("{not json", "not valid JSON", marks=SLOW_CASE),
+    pytest.param('{"config": {}, "teacher": {}}', "not a results file", marks=SLOW_CASE),
 ])
 def test_bad_results_give_one_line_error(tmp_path, content, needle):
     path = tmp_path / "r.json"
@@ -202,7 +202,7 @@ def test_bad_results_give_one_line_error(tmp_path, content, needle):
 
 @pytest.mark.parametrize("flags,needle", [
     ([], "results"),
-    (["--results=x.json", "--num_bins=0"], "num_bins"),
+    pytest.param(["--results=x.json", "--num_bins=0"], "num_bins", marks=SLOW_CASE),
     (["--results=x.json", "--quantization=int4"], "quantization"),
 ])
 def test_bad_flags_give_one_line_error(flags, needle):

@@ -45,6 +45,7 @@ def test_non_finite_loss_on_one_replica_skips_the_update_on_all():
     assert r["max_weight_diff"] < 1e-6 * max(1.0, r["weight_scale"]), r
 
 
+@pytest.mark.slow  # ~17 s; the exact synthetic-input check is mirrored[noise0] above
 def test_mirrored_with_mixup_is_close_to_single_device():
     # Each replica mixes pairs from its own half of the batch, so the synthetic
     # inputs differ from the single-device run: same training, other draws.
@@ -54,6 +55,7 @@ def test_mirrored_with_mixup_is_close_to_single_device():
     np.testing.assert_allclose(r["mirrored_synthetic"], r["single_synthetic"], rtol=0.1)
 
 
+@pytest.mark.slow  # ~15 s; DIST's global batch is checked exactly by mirrored[dist_global]
 def test_dist_per_replica_differs_from_global_batch():
     # DIST's intra-class term correlates over the batch: per replica it sees
     # half the batch, so the run departs from one device; global_batch=True

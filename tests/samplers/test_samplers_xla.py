@@ -52,6 +52,7 @@ def test_mixup_xla():
     assert np.allclose(out, out[:, :1])
 
 
+@pytest.mark.slow  # XLA compile of the Beta draw, ~11-40 s; test_mixup_xla compiles it in CI
 def test_cutmix_xla():
     out = _check(samplers.CutMix(seed=0), IMAGES)
     flat = IMAGES.reshape(len(IMAGES), -1, 3)
