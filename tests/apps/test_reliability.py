@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 import app_runner
 from app_runner import ENV
@@ -28,6 +29,8 @@ def _distill(workdir, *flags):
                           "--nocompare_erm", *flags)
 
 
+@pytest.mark.slow  # two app runs (~35 s); in one process: tests/test_distiller.py's
+# test_fit_on_a_dataset_keeps_one_iterator_and_stays_reproducible
 def test_same_seed_gives_bit_identical_students(tmp_path):
     flags = ("--method=extracurricular", "--sampler=mixup", "--epochs=2", "--teacher_epochs=1",
              "--seed=3")

@@ -79,9 +79,23 @@ def test_cifar_stage_shapes_match_reference(zoo_model, name):
     assert m.get_layer("features").output.shape[-1] == FEATURE_DIMS[name]
 
 
-@pytest.mark.parametrize("name", ["mnist1d_cnn", "mnist1d_mlp", "mnist1d_cnn_small"])
+@pytest.mark.parametrize("name", ["mnist1d_cnn", "mnist1d_mlp", "mnist1d_cnn_small",
+                                  "mnist1d_mlp256"])
 def test_mnist1d_models_have_two_or_three_stages(zoo_model, name):
     assert len(models.stage_endpoints(zoo_model(name))) in (2, 3)
+
+
+def test_mnist1d_mlp256_is_the_reference_residual_mlp():
+    m = models.get("mnist1d_mlp256")
+    assert m.count_params() == 78858  # 40*256+256 + 256*256+256 + 256*10+10
+    x = np.random.default_rng(0).normal(size=(5, 40)).astype("float32")
+    (w1, b1), (w2, b2), (w3, b3) = (m.get_layer(n).get_weights()
+                                    for n in ("stage1", "dense2", "logits"))
+    h = np.maximum(x @ w1 + b1, 0)
+    h = h + np.maximum(h @ w2 + b2, 0)
+    want = h @ w3 + b3
+    got = np.asarray(m(x))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_custom_num_classes():
