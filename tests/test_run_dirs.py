@@ -24,7 +24,7 @@ def _write_data(path, seed=0):
 def cfg(tmp_path):
     _write_data(tmp_path / "d.npz")
     return experiment.RunConfig(
-        dataset=f"npz:{tmp_path / 'd.npz'}", epochs=1, teacher_epochs=1, batch_size=32,
+        dataset=f"npz:{tmp_path / 'd.npz'}", method="kd", epochs=1, teacher_epochs=1, batch_size=32,
         workdir=str(tmp_path / "w"), compare_erm=False, export="", verbose=0,
     )
 

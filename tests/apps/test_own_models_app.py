@@ -51,7 +51,7 @@ def test_own_teacher_student_npz_and_image_folder(tmp_path):
     x = (rng.integers(0, 80, size=(60, *SIZE, 3)) + 80 * y[:, None, None, None]).astype(np.uint8)
     np.savez(tmp_path / "data.npz", x_train=x[:45], y_train=y[:45], x_test=x[45:], y_test=y[45:])
     _images(tmp_path / "images", rng)
-    common = [f"--teacher={teacher}", f"--student={student}", "--epochs=1", "--batch_size=8",
+    common = [f"--teacher={teacher}", f"--student={student}", "--method=kd", "--epochs=1", "--batch_size=8",
               f"--workdir={tmp_path / 'w'}", "--verbose=0"]
     for dataset in (f"--dataset=npz:{tmp_path / 'data.npz'}",
                     f"--dataset=dir:{tmp_path / 'images'}", ):
