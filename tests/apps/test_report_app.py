@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from app_runner import SLOW_CASE, run as _run
+from pipeline import experiment
 
 SECTIONS = ["summary", "efficiency", "curves", "reliability", "per-class", "confusion", "config"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -143,7 +144,8 @@ def test_report_and_tensorboard_of_a_tiny_run(tmp_path):
     _assert_per_step(logged, ["batch_loss", "batch_student_loss", "batch_distillation_loss",
                               "batch_accuracy", "learning_rate"])
     lrs = [v for _, v in logged["learning_rate"]]
-    assert lrs[0] == pytest.approx(3e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine decay
+    peak = experiment.RunConfig().learning_rate
+    assert lrs[0] == pytest.approx(peak) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine decay
     assert {"epoch_loss", "epoch_student_loss", "epoch_distillation_loss"} <= set(
         _scalars(os.path.join(kd, "validation")))
     erm = _scalars(os.path.join(_run_dir(run_dir, "student_none"), "train"))
