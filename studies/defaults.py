@@ -90,7 +90,7 @@ def reference_mlp(pairs, args):
     cand = methods_study._cand("none", **{k: v for k, v in REFERENCE.items()})
     out = {}
     for name, pair in pairs.items():
-        runs = [pair.result(cand, REFERENCE_EPOCHS, s) for s in args.seeds]
+        runs = [pair.result(cand, args.reference_epochs, s) for s in args.seeds]
         out[name] = {"sizes": [len(pair.splits.y_train), len(pair.splits.y_test)],
                      "test": [r["test"]["accuracy"] for r in runs], "curve": _curve(runs[0]),
                      "seconds": float(np.mean([r["train_seconds"] for r in runs]))}
@@ -131,7 +131,7 @@ def to_markdown(results, reference, args, command, seconds):
     lines += ["## The published MLP (labels only)", "",
               f"`mnist1d_mlp256` (78,858 parameters) with the reference recipe: Adam "
               f"{REFERENCE['learning_rate']:g} (kdtf's cosine decay; the reference keeps it "
-              f"constant), batch {REFERENCE['batch_size']}, {REFERENCE_EPOCHS} epochs; published "
+              f"constant), batch {REFERENCE['batch_size']}, {args.reference_epochs} epochs; published "
               f"test accuracy {PUBLISHED_MLP:.2f}.", "",
               "| trained on | test accuracy | per seed | validation curve (seed 0) | s / run |",
               "|---|---|---|---|---|"]
@@ -162,6 +162,10 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=60, help="Student epochs.")
     parser.add_argument("--learning_rates", default="0.003,0.01",
                         help="Comma-separated candidates of every row.")
+    parser.add_argument("--teacher_epochs", type=int, default=experiment.RunConfig.teacher_epochs,
+                        help="Teacher epochs (the pipeline's default).")
+    parser.add_argument("--reference_epochs", type=int, default=REFERENCE_EPOCHS,
+                        help="Epochs of the published MLP (the reference's 8000 steps).")
     parser.add_argument("--workdir", default="runs", help="Teachers and the run cache.")
     parser.add_argument("--output", default="", help="Markdown file (a .json is written beside).")
     args = parser.parse_args(argv)
@@ -177,7 +181,8 @@ def main(argv=None, log=None):
     args = parse_args(argv)
     log = log or (lambda m: print(m, flush=True))
     start = time.time()
-    base = experiment.RunConfig(verbose=0, compare_erm=False, export="")
+    base = experiment.RunConfig(verbose=0, compare_erm=False, export="",
+                                teacher_epochs=args.teacher_epochs)
     results, pairs = [], {}
     for name in PAIRS:
         pair = methods_study.Pair(name, base, args.workdir, float("inf"), log)

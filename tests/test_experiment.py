@@ -62,3 +62,23 @@ def test_a_loss_that_needs_the_index_gets_indexed_batches_from_the_pipeline(tmp_
                                           run_dir=str(tmp_path / "run"))
     loss = history["distillation_loss"][-1]
     assert math.isfinite(loss) and loss > 0
+
+
+def test_fitnets_and_sskd_runs_through_the_pipeline(tmp_path):
+    # The pipeline part of apps/distill.py --method=fitnets|sskd, in-process (the app's
+    # flags and start-up are tested by tests/apps/test_distill_app.py).
+    import dataclasses
+    import os
+
+    base = experiment.RunConfig(
+        student="mnist1d_cnn_small", epochs=1, teacher_epochs=1, workdir=str(tmp_path),
+        compare_erm=False, export="", verbose=0)
+    result = experiment.run(dataclasses.replace(base, method="fitnets", feature_weight=10.0))
+    assert set(result["students"]) == {"fitnets"} and result["config"]["feature_weight"] == 10
+    result = experiment.run(dataclasses.replace(base, method="sskd", stage_epochs=1,
+                                                stages="stage1,stage2"))
+    history = result["students"]["sskd"]["history"]
+    assert {"stage1/loss", "stage2/loss", "head/loss"} <= set(history)
+    assert 0 <= result["students"]["sskd"]["accuracy"] <= 1
+    # A resumable checkpoint inside the run directory.
+    assert os.path.isdir(os.path.join(result["files"]["run_dir"], "student_sskd", "checkpoints"))

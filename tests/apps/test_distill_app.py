@@ -80,24 +80,6 @@ def test_bad_flags_give_one_line_error(app, flags, needle, tmp_path):
     assert needle in proc.stderr
 
 
-def test_fitnets_and_sskd_end_to_end(tmp_path):
-    work = str(tmp_path)
-    common = ["--epochs=1", "--teacher_epochs=1", f"--workdir={work}", "--verbose=0",
-              "--student=mnist1d_cnn_small", "--nocompare_erm", "--export="]
-    out = _run("distill.py", "--method=fitnets", "--feature_weight=10", *common).stdout
-    result = json.load(open(out.strip().splitlines()[-1].split("results: ")[1]))
-    assert set(result["students"]) == {"fitnets"}
-    assert result["config"]["feature_weight"] == 10
-    out = _run("distill.py", "--method=sskd", "--stage_epochs=1", "--stages=stage1,stage2",
-               *common).stdout
-    result = json.load(open(out.strip().splitlines()[-1].split("results: ")[1]))
-    history = result["students"]["sskd"]["history"]
-    assert {"stage1/loss", "stage2/loss", "head/loss"} <= set(history)
-    assert 0 <= result["students"]["sskd"]["accuracy"] <= 1
-    # A resumable checkpoint inside the run directory.
-    assert os.path.isdir(os.path.join(result["files"]["run_dir"], "student_sskd", "checkpoints"))
-
-
 @pytest.mark.slow  # one more app start; the check itself: tests/test_stagewise.py
 def test_unknown_stage_lists_the_valid_ones(tmp_path):
     proc = _run("distill.py", "--method=sskd", "--student=mnist1d_cnn_small", "--stages=bogus",
