@@ -2,8 +2,8 @@
 
 With no flags: trains (or reuses) an MNIST-1D CNN teacher, trains an MLP
 student on labels alone (ERM) and with extracurricular learning (KD on real
-inputs and on inputs drawn from a Gaussian mixture fitted to them: the
-best-known setting, each method's defaults are), prints the three accuracies
+inputs and on inputs drawn from a Gaussian mixture fitted to them, at the
+settings results/defaults.md selects on validation), prints the three accuracies
 and exports the distilled student to student.tflite in the run's directory,
 runs/<method>_<student>_<fingerprint>/ (printed; named by the settings and the
 data, so a run never replaces another one's files).
