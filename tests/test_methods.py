@@ -82,13 +82,13 @@ def test_a_method_sets_its_own_default_of_a_shared_setting():
     assert base.temperature is None  # unset: each method's own default
     assert methods.get("extracurricular").defaults == {"temperature": 1.0}
     for method, want in (("kd", 4.0), ("dist", 4.0), ("dkd", 4.0), ("extracurricular", 1.0)):
-        cfg = experiment.with_method_defaults(dataclasses.replace(base, method=method))
+        cfg = experiment.with_defaults(dataclasses.replace(base, method=method))
         assert cfg.temperature == want, method
         d = experiment.make_distiller(base, teacher, student, method, x_train=x, steps_per_epoch=2)
         assert d.distillation_losses[0].temperature == want, method
     # An explicit value wins, and unset or explicit default is one run (one fingerprint).
     explicit = dataclasses.replace(base, method="extracurricular", temperature=4.0)
-    assert experiment.with_method_defaults(explicit).temperature == 4.0
+    assert experiment.with_defaults(explicit).temperature == 4.0
     unset = dataclasses.replace(base, method="extracurricular")
     assert experiment.fingerprint(unset) == experiment.fingerprint(
         dataclasses.replace(unset, temperature=1.0)) != experiment.fingerprint(explicit)
@@ -104,3 +104,19 @@ def test_gmm_covariance_auto_is_full_for_small_inputs(features, want):
     assert experiment.make_sampler(cfg, x).covariance == want
     cfg = dataclasses.replace(cfg, gmm_covariance="spherical")
     assert experiment.make_sampler(cfg, x).covariance == "spherical"
+
+
+def test_the_learning_rate_default_depends_on_the_dataset():
+    base = experiment.RunConfig()
+    assert base.learning_rate is None
+    assert experiment.with_defaults(base).learning_rate == 1e-2  # mnist1d (results/defaults.md)
+    for dataset in ("mnist", "npz:/some/file.npz"):
+        cfg = dataclasses.replace(base, dataset=dataset)
+        assert experiment.with_defaults(cfg).learning_rate == 3e-3, dataset
+    explicit = dataclasses.replace(base, learning_rate=0.05)
+    assert experiment.with_defaults(explicit).learning_rate == 0.05
+    assert experiment.fingerprint(base) == experiment.fingerprint(
+        dataclasses.replace(base, learning_rate=1e-2))
+    # The optimizer gets the resolved value.
+    assert float(keras.ops.convert_to_numpy(
+        experiment._optimizer(base, 10).learning_rate)) == pytest.approx(1e-2)

@@ -25,10 +25,18 @@ def _argv(workdir, *extra, rows="none,kd"):
             f"--output={os.path.join(workdir, 'methods.md')}", *extra]
 
 
-def test_tiny_study_writes_the_tables(workdir):
+@pytest.fixture(scope="module")
+def first_run(workdir):
+    """The tiny study, run once per process: the tests below that need its run
+    cache depend on this, not on running after the first test (pytest-xdist
+    may give them another worker)."""
     logs = []
     results = methods.main(_argv(workdir), log=logs.append)
-    text = open(os.path.join(workdir, "methods.md")).read()
+    return results, logs, open(os.path.join(workdir, "methods.md")).read()
+
+
+def test_tiny_study_writes_the_tables(workdir, first_run):
+    results, logs, text = first_run
     for row in ("| teacher |", "| student, ERM (labels only) |", "| student, KD |",
                 "Budget check", "| 1 -> 2 |", "Appendix: selection",
                 "Produced by `python -m studies.methods --pairs=mnist1d"):
@@ -45,13 +53,13 @@ def test_tiny_study_writes_the_tables(workdir):
     assert saved[0]["selected"]["kd"] == "temperature=4"
 
 
-def test_rerun_reuses_the_cache(workdir):
+def test_rerun_reuses_the_cache(workdir, first_run):
     logs = []
     methods.main(_argv(workdir), log=logs.append)
     assert not logs  # every run came from <workdir>/methods_study/
 
 
-def test_time_limit_writes_what_finished(workdir):
+def test_time_limit_writes_what_finished(workdir, first_run):
     logs = []
     methods.main(_argv(workdir, "--max_minutes=1e-9", rows="none,kd,dist"), log=logs.append)
     text = open(os.path.join(workdir, "methods.md")).read()

@@ -144,7 +144,7 @@ def test_report_and_tensorboard_of_a_tiny_run(tmp_path):
     _assert_per_step(logged, ["batch_loss", "batch_student_loss", "batch_distillation_loss",
                               "batch_accuracy", "learning_rate"])
     lrs = [v for _, v in logged["learning_rate"]]
-    peak = experiment.RunConfig().learning_rate
+    peak = experiment.with_defaults(experiment.RunConfig()).learning_rate
     assert lrs[0] == pytest.approx(peak) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine decay
     assert {"epoch_loss", "epoch_student_loss", "epoch_distillation_loss"} <= set(
         _scalars(os.path.join(kd, "validation")))
