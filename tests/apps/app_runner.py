@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-# Each bad-flag case starts an app, so TensorFlow (~7 s on 2 cores): CI keeps a
+# Each bad-flag case starts an app, so TensorFlow (~8 s on 2 cores): CI keeps a
 # few per app, one of each kind of check, and the rest run with the slow tests.
 SLOW_CASE = pytest.mark.slow
 

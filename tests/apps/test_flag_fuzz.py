@@ -35,7 +35,7 @@ def _cases(n=24, seed=0):
 
 
 def test_random_invalid_flags_never_give_a_traceback(tmp_path):
-    # 4 cases in the fast suite (each starts an app: ~7 s on 2 cores); the slow test
+    # 4 cases in the fast suite (each starts an app: ~8 s on 2 cores); the slow test
     # below tries 48 more.
     _check(_cases(n=4), tmp_path)
 
