@@ -55,9 +55,7 @@ def _curve(run):
 def _ms(values):
     if not values:
         return "not run"
-    if len(values) == 1:
-        return f"{values[0]:.4f} (1 seed)"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+    return methods_study._ms(values) + (" (1 seed)" if len(values) == 1 else "")
 
 
 def select_and_evaluate(pair, args):

@@ -41,9 +41,9 @@ import numpy as np
 
 from kdtf import methods as methods_lib
 from kdtf import models as models_lib
-from kdtf import samplers as samplers_lib
 from kdtf.atomic import atomic_write_bytes
 from pipeline import experiment
+from studies import extracurricular as extracurricular_study
 
 PAIRS = {
     "mnist1d": {"dataset": "mnist1d", "teacher": "mnist1d_cnn", "student": "mnist1d_cnn_small"},
@@ -154,6 +154,9 @@ def grid(pair, size="full"):
     return full
 
 
+STUDY_SAMPLERS = ("gmm_full", "gmm", "mixup")
+
+
 def make_sampler(kind, splits, seed):
     """The extracurricular sampler `kind`, fitted to the labelled training inputs.
 
@@ -162,15 +165,10 @@ def make_sampler(kind, splits, seed):
     full covariances would make the sampler's config, hashed and backed up
     every epoch, ~6M numbers); "mixup": Beta(1, 1) mixup.
     """
-    if kind == "gmm_full":
-        return samplers_lib.GaussianMixture(num_components=10, covariance="full", seed=seed).fit(
-            splits.x_train)
-    if kind == "gmm":
-        return samplers_lib.GaussianMixture(num_components=20, covariance="diag", seed=seed).fit(
-            splits.x_train)
-    if kind == "mixup":
-        return samplers_lib.Mixup(alpha=1.0, seed=seed)
-    raise ValueError(f"sampler: unknown {kind!r}; valid: gmm_full, gmm, mixup.")
+    if kind not in STUDY_SAMPLERS:
+        raise ValueError(f"sampler: unknown {kind!r}; valid: {', '.join(STUDY_SAMPLERS)}.")
+    # The same samplers as results/extracurricular.md's study (one definition).
+    return extracurricular_study.make_sampler(kind, splits, seed)
 
 
 class OutOfTime(Exception):
