@@ -36,6 +36,17 @@ def test_auto_mpg_is_standardised():
     assert np.all(np.isfinite(data.x_train)) and np.all(np.isfinite(data.x_test))
 
 
+def test_diabetes_is_standardised_and_split_by_seed():
+    data = regression.diabetes(seed=0)
+    assert data.x_train.shape[1] == 10 and len(data.x_train) + len(data.x_test) == 442
+    np.testing.assert_allclose(data.x_train.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(data.y_train.std(), 1, atol=1e-5)
+    assert 70 < data.y_scale < 85  # the progression measure's std is ~77
+    assert data.num_labelled == round(0.25 * len(data.x_train))
+    other = regression.diabetes(seed=1)
+    assert not np.array_equal(data.x_test, other.x_test)
+
+
 def test_evaluate_matches_definitions(sine):
     model = regression.mlp(1, [4], name="m")
     r = regression.evaluate(model, sine, teacher=model)
@@ -64,6 +75,11 @@ def test_end_to_end_small_runs_and_distillation_helps():
     assert kl["extracurricular"] < kl["erm"] and kl["oracle"] < kl["erm"]
     table = regression.results_table(result)
     assert table.count("\n| sine |") == 5 and "±" in table
+    # Each student against ERM: the relative RMSE change and the NLL difference.
+    erm, ec = runs["erm"][0], runs["extracurricular"][0]
+    row = next(line for line in table.splitlines() if "extracurricular" in line)
+    assert f"{100 * (ec['rmse'] - erm['rmse']) / erm['rmse']:+.1f}%" in row
+    assert f"{ec['nll'] - erm['nll']:+.3f}" in row
 
 
 def test_bad_input(sine):
