@@ -178,9 +178,11 @@ class OutOfTime(Exception):
 class Pair:
     """One teacher/student pair: its data, teacher and cached runs."""
 
-    def __init__(self, name, base, workdir, deadline, log):
+    def __init__(self, name, base, workdir, deadline, log, spec=None):
+        """`spec` (dataset, teacher, student) defaults to `PAIRS[name]`; `name`
+        also names the run cache `<workdir>/methods_study/<name>/`."""
         self.name, self.log, self.deadline = name, log, deadline
-        self.cfg = dataclasses.replace(base, **PAIRS[name], workdir=workdir)
+        self.cfg = dataclasses.replace(base, **(spec or PAIRS[name]), workdir=workdir)
         self.full, self.splits = experiment.load_data(self.cfg)
         self.teacher_file = experiment.teacher_path(self.cfg, self.full)
         trained = not os.path.exists(self.teacher_file)

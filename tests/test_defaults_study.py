@@ -7,7 +7,7 @@ import pytest
 from studies import defaults
 
 
-@pytest.mark.slow  # 22 one-epoch runs and 2 teachers: ~40-70 s on 2 cores
+@pytest.mark.slow  # 30 one-epoch runs and 2 teachers: ~40-70 s on 2 cores
 def test_tiny_defaults_study_writes_every_table(tmp_path):
     out = str(tmp_path / "defaults.md")
     results, reference = defaults.main(
@@ -15,12 +15,13 @@ def test_tiny_defaults_study_writes_every_table(tmp_path):
          "--reference_epochs=1", f"--workdir={tmp_path}", f"--output={out}"], log=lambda m: None)
     text = open(out).read()
     for needle in ("`mnist1d_cnn` -> `mnist1d_mlp`", "`mnist1d_cnn` -> `mnist1d_cnn_small`",
-                   "| student, extracurricular |", "The published MLP", "| 3600 examples |",
+                   "| student, extracurricular |", "| student, DIST |", "The published MLP", "| 3600 examples |",
                    "| 4000 examples |", "Appendix: selection", "(selected)",
                    "Produced by `python -m studies.defaults --seeds=0,1"):
         assert needle in text, needle
     assert [r["student"] for r in results] == ["mnist1d_mlp", "mnist1d_cnn_small"]
     for res in results:
+        assert res["epochs"] == 1  # --epochs overrides PAIR_EPOCHS
         for row in defaults.ROWS:
             assert [r["seed"] for r in res["evaluation"][row]] == [0, 1]
             assert res["selected"][row] in [c["label"] for c in res["selection"][row]]

@@ -7,7 +7,8 @@ float32 `Dense` named "logits"; the pooled penultimate layer is named
 Families:
 
 * MNIST-1D (input (40,), 10 classes): "mnist1d_cnn" (teacher),
-  "mnist1d_cnn_small", "mnist1d_mlp", "mnist1d_mlp256" (the reference code's MLP).
+  "mnist1d_cnn_small", "mnist1d_cnn_wide" (a 4x larger teacher), "mnist1d_mlp",
+  "mnist1d_mlp256" (the reference code's MLP).
 * MNIST (input (28, 28, 1), 10 classes): "mnist_cnn" (teacher),
   "mnist_cnn_small".
 * CIFAR (input (32, 32, 3), 100 classes), as in CRD / RepDistiller and DIST:
@@ -42,6 +43,7 @@ _CIFAR = {"input_shape": (32, 32, 3), "num_classes": 100}
 _REGISTRY = {
     "mnist1d_cnn": (mnist1d.mnist1d_cnn, _MNIST1D),
     "mnist1d_cnn_small": (mnist1d.mnist1d_cnn_small, _MNIST1D),
+    "mnist1d_cnn_wide": (mnist1d.mnist1d_cnn_wide, _MNIST1D),
     "mnist1d_mlp": (mnist1d.mnist1d_mlp, _MNIST1D),
     "mnist1d_mlp256": (mnist1d.mnist1d_mlp256, _MNIST1D),
     "mnist_cnn": (mnist.mnist_cnn, _MNIST),

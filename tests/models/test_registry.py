@@ -6,7 +6,7 @@ import pytest
 from kdtf import models
 
 EXPECTED_NAMES = [
-    "mnist1d_cnn", "mnist1d_cnn_small", "mnist1d_mlp", "mnist1d_mlp256",
+    "mnist1d_cnn", "mnist1d_cnn_small", "mnist1d_cnn_wide", "mnist1d_mlp", "mnist1d_mlp256",
     "mnist_cnn", "mnist_cnn_small",
     "resnet8x4", "resnet32x4", "resnet20", "resnet56",
     "wrn_40_2", "wrn_16_2", "wrn_40_1", "vgg8", "vgg13",

@@ -80,7 +80,7 @@ def test_cifar_stage_shapes_match_reference(zoo_model, name):
 
 
 @pytest.mark.parametrize("name", ["mnist1d_cnn", "mnist1d_mlp", "mnist1d_cnn_small",
-                                  "mnist1d_mlp256"])
+                                  "mnist1d_cnn_wide", "mnist1d_mlp256"])
 def test_mnist1d_models_have_two_or_three_stages(zoo_model, name):
     assert len(models.stage_endpoints(zoo_model(name))) in (2, 3)
 
