@@ -162,6 +162,64 @@ def run_setting(cfg, seeds, log=print):
     return out
 
 
+def capacity_sweep(cfg, students, variant, seeds, log=print):
+    """ERM, KD, extracurricular (`variant`) and its oracle for several students.
+
+    Where the oracle (real unlabelled inputs in place of synthetic ones)
+    closes no more of KD's gap than the sampler does, the ceiling is the
+    student's: this sweep keeps teacher, data and settings and changes only
+    the student.
+
+    Returns:
+        A list of `{"student", "params", "per_seed"}`, per_seed rows as in
+        `run_setting` (without DIST).
+    """
+    from kdtf import models as models_lib
+
+    out = []
+    for name in students:
+        student_cfg = dataclasses.replace(cfg, student=name)
+        entry = {"student": name, "per_seed": []}
+        for seed in seeds:
+            run_cfg = dataclasses.replace(student_cfg, seed=seed)
+            keras.utils.set_random_seed(seed)
+            full, splits = experiment.load_data(run_cfg)
+            teacher = experiment.load_or_train_teacher(run_cfg, full)
+            entry["params"] = int(models_lib.get(name, input_shape=splits.input_shape,
+                                                 num_classes=splits.num_classes).count_params())
+            row = {"seed": seed, "teacher": experiment.evaluate(teacher, full)["accuracy"]}
+            for method in ("none", "kd"):
+                student, _ = experiment.train_student(dataclasses.replace(run_cfg, method=method),
+                                                      splits, teacher, method)
+                row[method] = _metrics(student, splits, teacher)
+            row["ec"] = train_ec(student_cfg, splits, teacher, variant, seed)
+            row["oracle"] = train_ec(student_cfg, splits, teacher,
+                                     dataclasses.replace(variant, sampler="oracle"), seed)
+            log(f"{name} seed {seed}: " + ", ".join(
+                f"{k} {v['accuracy']:.4f}" for k, v in row.items() if isinstance(v, dict)))
+            entry["per_seed"].append(row)
+        out.append(entry)
+    return out
+
+
+def capacity_markdown(sweep, cfg, variant):
+    """The capacity sweep's table: accuracies and the share of KD's gap closed."""
+    lines = [f"## Student capacity ({cfg.label_fraction:.0%} of the labels, {cfg.epochs} student "
+             f"epochs, extracurricular and oracle at {variant.label()})", "",
+             "| student | parameters | ERM | KD | extracurricular | oracle | EC gap closed | "
+             "oracle gap closed |", "|---|---|---|---|---|---|---|---|"]
+    for e in sweep:
+        rows = e["per_seed"]
+        acc = {m: [r[m]["accuracy"] for r in rows] for m in ("none", "kd", "ec", "oracle")}
+        t, kd = np.mean([r["teacher"] for r in rows]), np.mean(acc["kd"])
+        lines.append(
+            f"| `{e['student']}` | {e['params']:,} | {_ms(acc['none'])} | {_ms(acc['kd'])} | "
+            f"{_ms(acc['ec'])} | {_ms(acc['oracle'])} | "
+            f"{gap_closed(t, kd, np.mean(acc['ec'])):+.0%} | "
+            f"{gap_closed(t, kd, np.mean(acc['oracle'])):+.0%} |")
+    return lines + [""]
+
+
 def gap_closed(teacher, kd, other):
     """(gap_KD - gap_other) / gap_KD, gap = teacher - student accuracy."""
     gap_kd = teacher - kd
@@ -215,9 +273,19 @@ def main(argv=None):
                              "per epoch; default 5).")
     parser.add_argument("--workdir", default="runs", help="Teachers, logs, checkpoints.")
     parser.add_argument("--output", default="", help="Markdown file (a .json is written beside).")
+    parser.add_argument("--capacity_students", default="",
+                        help="Comma-separated kdtf.models students: instead of selection, train "
+                             "ERM, KD, extracurricular at --variant and its oracle for each, at "
+                             "the first of --label_fractions.")
+    parser.add_argument("--variant", default="gmm_full,4,4,4",
+                        help="With --capacity_students: sampler,ratio,weight,temperature "
+                             "(default: the 10%%-label selection of "
+                             "results/extracurricular_10pct.md).")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     start = time.time()
+    if args.capacity_students:
+        return _capacity_main(args, seeds, start)
     results = []
     for frac in [float(f) for f in args.label_fractions.split(",")]:
         epochs = args.epochs * (args.low_label_factor if frac < 1 else 1)
@@ -229,6 +297,34 @@ def main(argv=None):
     if args.output:
         _write(args, results, start)
     return results
+
+
+def _capacity_main(args, seeds, start):
+    parts = args.variant.split(",")
+    if len(parts) != 4 or parts[0] not in SAMPLERS:
+        raise SystemExit(f"--variant: sampler,ratio,weight,temperature with a sampler of "
+                         f"{', '.join(SAMPLERS)}; got {args.variant!r}")
+    variant = Variant(parts[0], *(float(v) for v in parts[1:]))
+    frac = float(args.label_fractions.split(",")[0])
+    epochs = args.epochs * (args.low_label_factor if frac < 1 else 1)
+    cfg = experiment.RunConfig(label_fraction=frac, epochs=epochs, workdir=args.workdir,
+                               verbose=0, compare_erm=False)
+    sweep = capacity_sweep(cfg, args.capacity_students.split(","), variant, seeds,
+                           log=lambda m: print(m, flush=True))
+    if args.output:
+        command = "python -m studies.extracurricular " + " ".join(sys.argv[1:])
+        lines = ["# Extracurricular learning on MNIST-1D: where the ceiling comes from", "",
+                 "Teacher `mnist1d_cnn` (one per seed, as in the main study); only the student "
+                 "changes. KD gap closed = (acc - KD) / (teacher - KD), from seed means.", ""]
+        lines += capacity_markdown(sweep, cfg, variant)
+        lines += [f"Produced by `{command}` in {(time.time() - start) / 60:.0f} min on a 2-core "
+                  "CPU.", ""]
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            f.write("\n".join(lines))
+        with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
+            json.dump(sweep, f, indent=1)
+    return sweep
 
 
 def _write(args, results, start):
