@@ -19,12 +19,12 @@ def _row(seed, teacher, accs):
 
 def test_capacity_table_gives_each_students_gap_closed_from_seed_means():
     sweep = [{"student": "s", "params": 1234, "per_seed": [
-        _row(0, 0.9, (0.3, 0.40, 0.60, 0.70)), _row(1, 0.9, (0.3, 0.60, 0.70, 0.80))]}]
+        _row(0, 0.9, (0.3, 0.40, 0.60, 0.70)), _row(1, 0.9, (0.3, 0.60, 0.80, 0.90))]}]
     cfg = experiment.RunConfig(label_fraction=0.1, epochs=300)
     lines = ec_study.capacity_markdown(sweep, cfg, ec_study.Variant("gmm_full", 4.0, 4.0, 4.0))
     row = next(line for line in lines if line.startswith("| `s` |"))
-    # teacher 0.9, KD 0.5, EC 0.65, oracle 0.75: 30% and 50% of the gap.
-    assert "| 1,234 |" in row and row.endswith("| +30% | +50% |")
+    # teacher 0.9, KD 0.5, EC 0.7, oracle 0.8: 50% and 75% of the gap.
+    assert "| 1,234 |" in row and row.endswith("| +50% | +75% |")
     assert "10% of the labels, 300 student epochs" in lines[0]
 
 
