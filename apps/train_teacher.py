@@ -12,8 +12,8 @@ from pipeline import experiment  # noqa: E402
 FLAGS = flags.FLAGS
 # The settings a teacher shares with a distillation run come from RunConfig (the
 # same defaults, so apps/distill.py reuses the teacher this app trains).
-SHARED = ("dataset", "image_size", "data_dir", "batch_size", "learning_rate", "seed", "workdir",
-          "overwrite", "verbose")
+SHARED = ("dataset", "image_size", "data_dir", "batch_size", "learning_rate", "seed",
+          "teacher_augmentation", "workdir", "overwrite", "verbose")
 cli.define_flags(experiment.RunConfig, names=SHARED)
 flags.DEFINE_string("model", "mnist1d_cnn", "Teacher architecture: a kdtf.models name.")
 flags.DEFINE_integer("epochs", experiment.RunConfig.teacher_epochs, "Training epochs.",

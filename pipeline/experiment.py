@@ -130,6 +130,12 @@ class _BaseRunConfig:
     epochs: int = _setting(60, "Epochs of student training.", lower_bound=1)
     teacher_epochs: int = _setting(60, "Epochs of teacher training, when it has to be trained.",
                                    lower_bound=0)
+    teacher_augmentation: str = _setting(
+        "auto", "Augmentation of the teacher's training inputs, when it has to be trained: shift "
+        "(each image translated at random by up to 1/14 of its side, zero-padded: 2 px on "
+        "28x28), none, or auto = shift for image datasets, none for signals and feature vectors "
+        "(MNIST-1D). The students train on the inputs as given.",
+        choices=("auto", "none", "shift"))
     batch_size: int = _setting(128, "Global batch size.", lower_bound=2)
     learning_rate: float = _setting(
         None, "Peak Adam learning rate (cosine decay to 0). Default: "
@@ -418,6 +424,10 @@ def fingerprint(cfg, **overrides):
     settings = {**dataclasses.asdict(with_defaults(cfg)), **overrides}
     for key in _NOT_FINGERPRINTED + ("quantization", "compare_erm"):
         settings.pop(key, None)
+    # Its default follows from the data (hashed with it), and leaving it out keeps
+    # the fingerprints of runs made before the setting existed.
+    if settings.get("teacher_augmentation") == "auto":
+        settings.pop("teacher_augmentation")
     return _hash(settings)
 
 
@@ -435,6 +445,10 @@ def run_settings(cfg, full):
     for key in _NOT_FINGERPRINTED:
         settings.pop(key, None)
     settings["data_fingerprint"] = data_fingerprint(full)
+    # As the teacher's own record has it (`teacher_settings`): resolved, and only when on.
+    settings.pop("teacher_augmentation")
+    if not _is_model_file(cfg.teacher) and teacher_augmentation(cfg, full) != "none":
+        settings["teacher_augmentation"] = teacher_augmentation(cfg, full)
     for role in ("teacher", "student"):
         if _is_model_file(settings[role]):
             settings[f"{role}_file_fingerprint"] = file_fingerprint(settings[role])
@@ -504,27 +518,57 @@ def _build_model(name, splits, seed, role="student"):
     return models_lib.get(name, input_shape=splits.input_shape, num_classes=splits.num_classes)
 
 
-def _datasets(cfg, splits, seed, index=False):
+def _datasets(cfg, splits, seed, index=False, augment=None):
     from kdtf import distribute
 
     # Every worker shuffles alike and takes its share of each global batch.
     train = distribute.shard_by_data(data_lib.make_dataset(
         splits.x_train, splits.y_train, batch_size=cfg.batch_size, shuffle=True, seed=seed,
-        index=index,
+        index=index, augment=augment,
     ))
     val = distribute.shard_by_data(data_lib.make_dataset(splits.x_val, splits.y_val, batch_size=512))
     return train, val
 
 
+def teacher_augmentation(cfg, splits):
+    """`cfg.teacher_augmentation` resolved for the data: "shift" or "none"."""
+    if cfg.teacher_augmentation == "auto":
+        return "shift" if len(splits.input_shape) == 3 else "none"
+    if cfg.teacher_augmentation == "shift" and len(splits.input_shape) != 3:
+        raise ValueError(
+            f"teacher_augmentation: shift translates images [H, W, C], but --dataset="
+            f"{cfg.dataset} has inputs of shape {tuple(splits.input_shape)}; pass "
+            "--teacher_augmentation=none.")
+    return cfg.teacher_augmentation
+
+
+def _teacher_augment(cfg, splits, seed):
+    """The `kdtf.data.Augment` of the teacher's training batches, or None."""
+    if teacher_augmentation(cfg, splits) == "none":
+        return None
+    from kdtf.data.pipeline import Augment
+
+    side = min(splits.input_shape[:2])
+    return Augment(random_crop_padding=max(1, round(side / 14)), flip=False, seed=seed)
+
+
 def teacher_settings(cfg, full):
-    """What a trained zoo teacher depends on: its settings and the data's bytes."""
-    return {
+    """What a trained zoo teacher depends on: its settings and the data's bytes.
+
+    The augmentation is recorded only when on, so teachers cached before the
+    setting existed (all unaugmented) keep their names.
+    """
+    settings = {
         "teacher": cfg.teacher, "dataset": cfg.dataset, "image_size": cfg.image_size,
         "data_fingerprint": data_fingerprint(full), "teacher_epochs": cfg.teacher_epochs,
         "seed": cfg.seed, "batch_size": cfg.batch_size,
         "learning_rate": with_defaults(cfg).learning_rate,
         "weight_decay": cfg.weight_decay,
     }
+    augmentation = teacher_augmentation(cfg, full)
+    if augmentation != "none":
+        settings["teacher_augmentation"] = augmentation
+    return settings
 
 
 def teacher_path(cfg, full=None):
@@ -574,7 +618,7 @@ def train_teacher(cfg, splits, path=None):
     from kdtf import distribute
 
     teacher = distribute.enable_multi_worker(_build_model(cfg.teacher, splits, cfg.seed))
-    train, val = _datasets(cfg, splits, cfg.seed)
+    train, val = _datasets(cfg, splits, cfg.seed, augment=_teacher_augment(cfg, splits, cfg.seed))
     teacher.compile(
         optimizer=_optimizer(cfg, cfg.teacher_epochs * len(train)),
         loss=_task_loss(),

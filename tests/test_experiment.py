@@ -82,3 +82,67 @@ def test_fitnets_and_sskd_runs_through_the_pipeline(tmp_path):
     assert 0 <= result["students"]["sskd"]["accuracy"] <= 1
     # A resumable checkpoint inside the run directory.
     assert os.path.isdir(os.path.join(result["files"]["run_dir"], "student_sskd", "checkpoints"))
+
+
+def _image_splits(n=64, side=28, seed=0):
+    import numpy as np
+
+    from kdtf import data as data_lib
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 255, size=(n, side, side, 1)).astype("uint8")
+    y = np.arange(n) % 10
+    return data_lib.Splits(x, y, x[:10], y[:10], x[:10], y[:10], 10, (side, side, 1), "images")
+
+
+def test_teacher_augmentation_auto_shifts_images_only():
+    import dataclasses
+
+    cfg = experiment.RunConfig()
+    full, _ = experiment.load_data(cfg)  # MNIST-1D: signals
+    images = _image_splits()
+    assert experiment.teacher_augmentation(cfg, full) == "none"
+    assert experiment.teacher_augmentation(cfg, images) == "shift"
+    assert experiment._teacher_augment(cfg, full, 0) is None
+    assert experiment._teacher_augment(cfg, images, 0).random_crop_padding == 2  # 28 / 14
+    assert experiment._teacher_augment(cfg, _image_splits(side=224), 0).random_crop_padding == 16
+    off = dataclasses.replace(cfg, teacher_augmentation="none")
+    assert experiment._teacher_augment(off, images, 0) is None
+    with pytest.raises(ValueError, match="teacher_augmentation: shift translates images"):
+        experiment.teacher_augmentation(dataclasses.replace(cfg, teacher_augmentation="shift"),
+                                        full)
+
+
+def test_teacher_augmentation_is_hashed_only_when_on():
+    import dataclasses
+
+    cfg = experiment.RunConfig()
+    full, _ = experiment.load_data(cfg)
+    off = dataclasses.replace(cfg, teacher_augmentation="none")
+    # Off on signals: the names of teachers and runs made before the setting existed.
+    assert "teacher_augmentation" not in experiment.teacher_settings(cfg, full)
+    assert experiment.teacher_path(cfg, full) == experiment.teacher_path(off, full)
+    assert experiment.run_directory(cfg, full) == experiment.run_directory(off, full)
+    images = _image_splits()
+    on = experiment.teacher_settings(cfg, images)
+    assert on["teacher_augmentation"] == "shift"
+    assert on != experiment.teacher_settings(off, images)
+    assert experiment.run_settings(cfg, images) != experiment.run_settings(off, images)
+
+
+def test_the_teacher_trains_on_shifted_images(tmp_path, monkeypatch):
+    from kdtf import data as data_lib
+
+    seen = []
+    real = data_lib.make_dataset
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("augment"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data_lib, "make_dataset", spy)
+    cfg = experiment.RunConfig(dataset="mnist", teacher="mnist_cnn_small", teacher_epochs=1,
+                               batch_size=32, workdir=str(tmp_path), verbose=0)
+    experiment.train_teacher(cfg, _image_splits(), str(tmp_path / "t.keras"))
+    shifts = [a for a in seen if a is not None]
+    assert len(shifts) == 1 and shifts[0].random_crop_padding == 2 and not shifts[0].flip
