@@ -7,6 +7,7 @@ import _boot  # noqa: E402,F401  (sys.path, quiet TensorFlow; before any kdtf im
 from absl import flags  # noqa: E402
 
 from kdtf import cli  # noqa: E402
+from kdtf import models  # noqa: E402
 from pipeline import experiment  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -28,6 +29,8 @@ flags.DEFINE_string("output", "",
 def main(argv):
     if FLAGS.output and not FLAGS.output.endswith(".keras"):
         raise ValueError(f"--output must end in .keras; got {FLAGS.output!r}.")
+    if FLAGS.model not in models.available():
+        raise ValueError(f"--model: unknown {FLAGS.model!r}; valid: {', '.join(models.available())}.")
     cfg = cli.config_from_flags(experiment.RunConfig, names=SHARED, teacher=FLAGS.model,
                                 teacher_epochs=FLAGS.epochs).validate()
     full, _ = experiment.load_data(cfg)
