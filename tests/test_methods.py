@@ -81,6 +81,11 @@ def test_a_method_sets_its_own_default_of_a_shared_setting():
     base = experiment.RunConfig()
     assert base.temperature is None  # unset: each method's own default
     assert methods.get("extracurricular").defaults == {"temperature": 1.0}
+    # KD on MNIST-1D: its own per-dataset default (pipeline.experiment.METHOD_DATASET_DEFAULTS).
+    assert experiment.with_defaults(dataclasses.replace(base, method="kd")).temperature == 1.0
+    assert experiment.with_defaults(dataclasses.replace(
+        base, method="kd", dataset="mnist")).temperature == 4.0
+    base = dataclasses.replace(base, dataset="mnist")
     for method, want in (("kd", 4.0), ("dist", 4.0), ("dkd", 4.0), ("extracurricular", 1.0)):
         cfg = experiment.with_defaults(dataclasses.replace(base, method=method))
         assert cfg.temperature == want, method
@@ -93,8 +98,9 @@ def test_a_method_sets_its_own_default_of_a_shared_setting():
     assert experiment.fingerprint(unset) == experiment.fingerprint(
         dataclasses.replace(unset, temperature=1.0)) != experiment.fingerprint(explicit)
     # Its --help names the per-method values.
-    assert "extracurricular 1" in dataclasses.fields(experiment.RunConfig)[
+    help_text = dataclasses.fields(experiment.RunConfig)[
         [f.name for f in dataclasses.fields(experiment.RunConfig)].index("temperature")].metadata["help"]
+    assert "extracurricular 1" in help_text and "kd 1 on mnist1d" in help_text
 
 
 @pytest.mark.parametrize("features,want", [(40, "full"), (256, "full"), (784, "diag")])
