@@ -700,6 +700,15 @@ class _Pair:
                 notes.append(f"stages={stages}: the teacher's deepest stages, since the default "
                              "pairs the stages one to one and the two models have different "
                              "numbers")
+            if d.sampler is not None:
+                resolved = experiment.with_defaults(dataclasses.replace(run_cfg, method=method))
+                sampler = d.sampler.get_config()
+                notes.append(
+                    f"sampler {resolved.sampler}" + (f" ({sampler['covariance']} covariance)"
+                                                     if "covariance" in sampler else "")
+                    + f", synthetic_ratio {resolved.synthetic_ratio:g}: "
+                    f"{resolved.synthetic_ratio:g}x the real batch of synthetic inputs through "
+                    "teacher and student (the registry defaults)")
             if d.needs_index:
                 notes.append(f"memory bank of {len(x)} examples (the training set), "
                              f"{run_cfg.crd_negatives} negatives (the registry default); "
@@ -1206,8 +1215,9 @@ def to_markdown(result, command):
                       f"{c['memory_bytes']:,} bytes ({c['dtype']}), built in {c['build_seconds']:.1f} s "
                       "(one teacher pass per view, not included in the figures above)."]
     lines += [
-        "", "Notes: figures count real training images (EC also runs a synthetic batch of the same "
-        "size through teacher and student). The bound is one student training step plus one "
+        "", "Notes: figures count real training images (EC also runs synthetic inputs through "
+        "teacher and student: as many as the real batch in the extracurricular mode's Mixup "
+        "row, synthetic_ratio times as many in the methods table, as its note says). The bound is one student training step plus one "
         "teacher forward pass per batch, each timed alone; both include Keras's fixed per-step "
         "cost (Python, dispatch), which one distillation step pays once, so shares above 1 are "
         "possible where that cost dominates (tiny models; a larger --steps_per_execution "
