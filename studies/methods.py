@@ -81,7 +81,8 @@ class Candidate:
 
     @property
     def method(self):
-        return dict(ROWS)[self.row]
+        """The registry method: the row's (`ROWS`), or the row itself (e.g. "sskd")."""
+        return dict(ROWS).get(self.row, self.row)
 
     def settings(self):
         return dict(self.overrides)
@@ -232,7 +233,10 @@ class Pair:
             "seed": seed, "settings": cand.settings(), "sampler": cand.sampler,
             "val": experiment.evaluate(student, self.splits, split="val")["accuracy"],
             "test": experiment.evaluate(student, self.splits, self.teacher),
-            "val_curve": [float(v) for v in history.get("val_accuracy", [])],
+            "val_curve": [float(v) for v in history.get(
+                "val_accuracy", history.get("head/val_accuracy", []))],
+            # Every per-epoch metric (SSKD's: one "<phase>/<metric>" list per phase).
+            "history": {k: [float(v) for v in vs] for k, vs in history.items()},
             "train_seconds": seconds,
         }
         _write(path, json.dumps(out, indent=1).encode())

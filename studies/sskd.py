@@ -1,356 +1,201 @@
-"""SSKD versus FitNets, KD and ERM on MNIST-1D and MNIST (`results/sskd.md`).
+"""SSKD against FitNets, KD and ERM at converged budgets (`results/sskd.md`).
 
-Run with:
+SSKD (stage-by-stage knowledge distillation) trains the student's backbone
+one stage at a time to mimic the teacher's features, then trains the task
+head on the labels. This study puts it beside the end-to-end methods on the
+pipeline's converged teachers and budgets (issue 17, item 6):
 
-    python -m studies.sskd --out results/sskd.md
+- teachers: the pipeline's default (`mnist1d_cnn`, 0.973 test; `mnist_cnn`
+  with shifted digits, 0.980), trained once (seed 0) and cached;
+- ERM, KD (its validation-selected temperature: 1 on MNIST-1D, 4 on MNIST)
+  and FitNets at weights 0.1, 1 and 10 on the middle stage, each for the
+  pair's epochs of `studies.defaults.PAIR_EPOCHS` (where the validation
+  curves flatten), at the learning rate selected there (1e-2);
+- SSKD: `--stage_epochs` per backbone stage, then as many head epochs as the
+  end-to-end methods train; the table gives each stage's feature loss at a
+  quarter, half, three quarters and the end of its phase (flat = the phase
+  has plateaued);
+- the control "SSKD without backbone phases" (`stage_epochs=0`): the head
+  phase alone on the untrained backbone, to separate what the feature
+  mimicking adds from SSKD's head training (its ridge initialisation
+  included).
 
-For each dataset a teacher is trained once (seed 0); then for every seed a
-fresh student is trained with each method and evaluated on the test split:
+Every run goes through `pipeline.experiment.train_student` and is cached as
+JSON under `<workdir>/methods_study/<pair>/` (`studies.methods.Pair`), shared
+with the defaults and methods studies.
 
-* ERM: cross-entropy on labels only.
-* KD: `kdtf.Distiller` with `KD(tau=4)`, `student_loss_weight=0.5`.
-* FitNets (w): `kdtf.Distiller` with `FeatureMSE` on the middle stage,
-  `distillation_loss_weights=[w]`, `student_loss_weight=0.5`; the objective
-  is `0.5 * (CE + w * feature_mse)`.
-* SSKD: `kdtf.stagewise.run_sskd` (no weight to tune).
-* With 10% of the labels: ERM, and SSKD whose backbone phases see all
-  training inputs (only the head sees labels).
-* Controls "SSKD head only": the SSKD head phase on the untrained student
-  backbone (`run_sskd` with `epochs_per_stage=0`), with all and with 10% of
-  the labels. SSKD's head phase starts from a closed-form ridge fit of the
-  final Dense layer (`StagewiseDistiller(head_init="auto")`), which the
-  end-to-end methods do not get; these rows separate what the backbone
-  phases (the distillation) add from what that head fit adds.
+    python -m studies.sskd --output=results/sskd.md
 """
 import argparse
-import dataclasses
+import datetime
+import json
 import os
 import sys
 import time
 
-import keras
 import numpy as np
 
-from kdtf import data as data_lib
-from kdtf import metrics as metrics_lib
-from kdtf import models as models_lib
-from kdtf import stagewise
-from kdtf.distiller import Distiller
-from kdtf.losses.feature import FeatureMSE
-from kdtf.losses.kd import KD
+from pipeline import experiment
+from studies import defaults as defaults_study
+from studies import methods as methods_study
 
+PAIRS = ("mnist1d", "mnist")
 FITNETS_WEIGHTS = (0.1, 1.0, 10.0)
+LEARNING_RATE = 1e-2  # selected for ERM and KD on both pairs (results/defaults.md)
+KD_TEMPERATURE = {"mnist1d": 1.0, "mnist": 4.0}  # selected there too
+STAGE_EPOCHS = {"mnist1d": 30, "mnist": 10}
 
 
-@dataclasses.dataclass
-class StudySetting:
-    """One dataset of the study.
-
-    Attributes:
-        dataset: `kdtf.data.load` name.
-        teacher: teacher model name.
-        student: student model name.
-        teacher_epochs: epochs of teacher training.
-        epochs: epochs of the end-to-end students (ERM, KD, FitNets).
-        sskd_epochs_per_stage: epochs of each SSKD backbone phase.
-        sskd_head_epochs: epochs of the SSKD head phase.
-        low_label_factor: epoch multiplier for the labelled parts of the 10%
-            label runs (they have 10x fewer steps per epoch).
-        batch_size: batch size of the students (the teacher uses 128).
-    """
-
-    dataset: str
-    teacher: str
-    student: str
-    teacher_epochs: int
-    epochs: int
-    sskd_epochs_per_stage: int
-    sskd_head_epochs: int
-    low_label_factor: int = 5
-    batch_size: int = 256
-
-
-SETTINGS = {
-    "mnist1d": StudySetting("mnist1d", "mnist1d_cnn", "mnist1d_cnn_small", 30, 30, 8, 6),
-    "mnist": StudySetting("mnist", "mnist_cnn", "mnist_cnn_small", 3, 4, 1, 2),
-}
-
-CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def _adam(lr, steps):
-    from kdtf.optimizers import cosine_adam
-
-    return cosine_adam(lr, steps)
-
-
-def _steps(n, batch_size):
-    return -(-n // batch_size)
-
-
-def _build(name, splits, seed):
-    keras.utils.set_random_seed(seed)
-    return models_lib.get(name, input_shape=splits.input_shape, num_classes=splits.num_classes)
-
-
-def train_teacher(setting, splits, batch_size=128, lr=3e-3, verbose=0):
-    """Trains the teacher of `setting` (seed 0); returns the model."""
-    teacher = _build(setting.teacher, splits, 0)
-    teacher.compile(
-        _adam(lr, setting.teacher_epochs * _steps(len(splits.x_train), batch_size)),
-        CE, metrics=["accuracy"],
-    )
-    teacher.fit(splits.x_train, splits.y_train, batch_size=batch_size,
-                epochs=setting.teacher_epochs, verbose=verbose)
-    return teacher
-
-
-def fitnets_distiller(teacher, student, weight, stage=None, student_loss_weight=0.5, seed=None):
-    """A `kdtf.Distiller` for FitNets: task loss + `weight` * FeatureMSE.
-
-    Args:
-        teacher: trained teacher with stage endpoints.
-        student: student with stage endpoints.
-        weight: feature-loss weight `w`.
-        stage: `(teacher_layer, student_layer)`; defaults to both models'
-            `kdtf.stagewise.middle_stage`.
-        student_loss_weight: the Distiller's task weight (0.5 gives
-            `0.5 * (CE + w * feature_mse)`).
-        seed: Distiller seed.
-
-    Returns:
-        An uncompiled `kdtf.Distiller`.
-    """
-    if stage is None:
-        stage = (stagewise.middle_stage(teacher), stagewise.middle_stage(student))
-    loss = FeatureMSE(stage[0], stage[1])
-    return Distiller(
-        teacher, student, distillation_losses=[loss],
-        distillation_loss_weights=[float(weight)],
-        student_loss_weight=student_loss_weight, seed=seed,
-    )
-
-
-def _train_end_to_end(model, x, y, epochs, batch_size, lr, verbose):
-    model.compile(_adam(lr, epochs * _steps(len(x), batch_size)), CE, metrics=["accuracy"])
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose)
-
-
-def _logits(model, x, batch_size=1000):
-    """Inference-mode logits, eagerly (no tracing for one pass over x)."""
-    return np.concatenate([
-        keras.ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
-        for i in range(0, len(x), batch_size)
-    ])
-
-
-def run_method(method, setting, splits, teacher, seed, batch_size=128, lr=3e-3, verbose=0):
-    """Trains one student with `method`; returns its test metrics.
-
-    Args:
-        method: "erm", "kd", "fitnets_<w>", "sskd", "sskd_head_only",
-            "erm_10pct", "sskd_10pct" or "sskd_head_only_10pct"
-            ("head_only": the SSKD head phase on the untrained backbone).
-        setting: a `StudySetting`.
-        splits: the dataset `Splits`.
-        teacher: the trained teacher.
-        seed: seed of the student's initialisation, data order and labels.
-        batch_size: batch size.
-        lr: peak learning rate.
-        verbose: Keras verbosity.
-
-    Returns:
-        A dict with `accuracy` and `agreement` (with the teacher) on the
-        test split, and `seconds`.
-    """
-    start = time.time()
-    student = _build(setting.student, splits, 1000 + seed)
-    x, y = splits.x_train, splits.y_train
-    epochs = setting.epochs
-    if method.endswith("_10pct"):
-        low = splits.label_budget(0.1, seed=seed)
-        if method == "erm_10pct":
-            _train_end_to_end(student, low.x_train, low.y_train,
-                              epochs * setting.low_label_factor, batch_size, lr, verbose)
-        elif method in ("sskd_10pct", "sskd_head_only_10pct"):
-            stagewise.run_sskd(
-                teacher, student, low.x_train, low.y_train, x_unlabeled=low.x_unlabeled,
-                epochs_per_stage=0 if method == "sskd_head_only_10pct" else setting.sskd_epochs_per_stage,
-                head_epochs=setting.sskd_head_epochs * setting.low_label_factor,
-                batch_size=batch_size, learning_rate=lr, verbose=verbose,
-            )
-        else:
-            raise ValueError(f"method: unknown {method!r}.")
-    elif method == "erm":
-        _train_end_to_end(student, x, y, epochs, batch_size, lr, verbose)
-    elif method == "kd":
-        d = Distiller(teacher, student, KD(temperature=4.0), student_loss_weight=0.5, seed=seed)
-        _train_end_to_end(d, x, y, epochs, batch_size, lr, verbose)
-    elif method.startswith("fitnets_"):
-        d = fitnets_distiller(teacher, student, float(method.split("_", 1)[1]), seed=seed)
-        _train_end_to_end(d, x, y, epochs, batch_size, lr, verbose)
-    elif method in ("sskd", "sskd_head_only"):
-        stagewise.run_sskd(
-            teacher, student, x, y,
-            epochs_per_stage=0 if method == "sskd_head_only" else setting.sskd_epochs_per_stage,
-            head_epochs=setting.sskd_head_epochs,
-            batch_size=batch_size, learning_rate=lr, verbose=verbose,
-        )
-    else:
-        raise ValueError(
-            f"method: unknown {method!r}; valid: erm, kd, fitnets_<w>, sskd, "
-            "sskd_head_only, erm_10pct, sskd_10pct, sskd_head_only_10pct."
-        )
-    s_logits = _logits(student, splits.x_test)
-    t_logits = _logits(teacher, splits.x_test)
-    return {
-        "accuracy": metrics_lib.accuracy(splits.y_test, s_logits),
-        "agreement": metrics_lib.agreement(t_logits, s_logits),
-        "seconds": time.time() - start,
-    }
-
-
-def methods():
-    """The methods of the study, in table order."""
-    return (["erm", "kd"] + [f"fitnets_{w:g}" for w in FITNETS_WEIGHTS]
-            + ["sskd", "sskd_head_only", "erm_10pct", "sskd_10pct", "sskd_head_only_10pct"])
-
-
-def run_study(datasets=("mnist1d", "mnist"), seeds=(0, 1, 2), log=print):
-    """Runs every method on every dataset and seed.
-
-    Returns:
-        `{dataset: {"teacher": acc, "setting": StudySetting,
-        "runs": {method: [metrics per seed]}}}`.
-    """
-    results = {}
-    for name in datasets:
-        setting = SETTINGS[name]
-        splits = data_lib.load(name, seed=0)
-        t0 = time.time()
-        teacher = train_teacher(setting, splits)
-        t_acc = metrics_lib.accuracy(splits.y_test, _logits(teacher, splits.x_test))
-        log(f"[{name}] teacher {setting.teacher}: test acc {t_acc:.4f} ({time.time() - t0:.0f}s)")
-        runs = {m: [] for m in methods()}
-        for seed in seeds:
-            for m in methods():
-                r = run_method(m, setting, splits, teacher, seed,
-                               batch_size=setting.batch_size)
-                runs[m].append(r)
-                log(f"[{name}] seed {seed} {m}: acc {r['accuracy']:.4f} "
-                    f"agree {r['agreement']:.4f} ({r['seconds']:.0f}s)")
-        results[name] = {"teacher": t_acc, "setting": setting, "runs": runs,
-                         "n_train": len(splits.y_train), "n_test": len(splits.y_test)}
-    return results
-
-
-_LABELS = {
-    "erm": "ERM", "kd": "KD (tau=4)", "sskd": "SSKD",
-    "erm_10pct": "ERM, 10% labels", "sskd_10pct": "SSKD, 10% labels (all inputs for backbone)",
-    "sskd_head_only": "control: SSKD head only (untrained backbone)",
-    "sskd_head_only_10pct": "control: SSKD head only, 10% labels",
-}
-
-
-def _label(m):
-    if m.startswith("fitnets_"):
-        return f"FitNets w={m.split('_', 1)[1]}"
-    return _LABELS[m]
-
-
-def _ms(values):
-    v = np.asarray(values, dtype=float)
-    return f"{100 * v.mean():.2f} ± {100 * v.std(ddof=1 if len(v) > 1 else 0):.2f}"
-
-
-def to_markdown(results, command, seconds, seeds):
-    """The results table as markdown."""
-    names = list(results)
-    lines = [
-        "# SSKD vs FitNets, KD and ERM (issue 5)",
-        "",
-        f"Command: `{command}`  ",
-        f"Total wall time: {seconds / 60:.1f} min on 2 shared CPU cores; seeds {list(seeds)} "
-        "(student init, data order, label subset; the teacher is trained once, seed 0).",
-        "",
-        "Test accuracy (%) and top-1 agreement with the teacher (%), mean ± std over seeds.",
-        "",
-        "| method | " + " | ".join(f"{n} acc | {n} agree" for n in names) + " |",
-        "|---|" + "---|---|" * len(names),
-        "| teacher | " + " | ".join(f"{100 * results[n]['teacher']:.2f} | 100" for n in names) + " |",
-    ]
-    for m in methods():
-        cells = []
-        for n in names:
-            runs = results[n]["runs"][m]
-            cells.append(_ms([r["accuracy"] for r in runs]))
-            cells.append(_ms([r["agreement"] for r in runs]))
-        lines.append(f"| {_label(m)} | " + " | ".join(cells) + " |")
-    lines += ["", "Settings:", ""]
-    for n in names:
-        s = results[n]["setting"]
-        lines.append(
-            f"- {n}: teacher {s.teacher} ({s.teacher_epochs} epochs) -> student {s.student}; "
-            f"{results[n]['n_train']} labelled training examples, {results[n]['n_test']} test. "
-            f"ERM/KD/FitNets {s.epochs} epochs; SSKD {s.sskd_epochs_per_stage} epochs per "
-            f"backbone stage + {s.sskd_head_epochs} head epochs; 10%-label runs use "
-            f"{s.low_label_factor}x the epochs on their labelled parts. Adam, cosine decay from "
-            f"3e-3, batch {s.batch_size} (teacher 128). FitNets hint: middle stage "
-            f"(teacher {stagewise.middle_stage(models_lib.get(s.teacher))}, student "
-            f"{stagewise.middle_stage(models_lib.get(s.student))}), objective 0.5 * (CE + w * MSE)."
-        )
-    lines += ["", "## Verdict", ""] + verdict(results)
-    return "\n".join(lines) + "\n"
-
-
-def verdict(results):
-    """Plain-language check of the claim, one line per dataset."""
-    out = []
-    for n, res in results.items():
-        acc = {m: np.array([r["accuracy"] for r in rs]) for m, rs in res["runs"].items()}
-        fit = max((m for m in acc if m.startswith("fitnets_")), key=lambda m: acc[m].mean())
-        s, f, e = acc["sskd"], acc[fit], acc["erm"]
-        noise = 2 * np.sqrt(s.var(ddof=1) / len(s) + f.var(ddof=1) / len(f))
-        within = abs(s.mean() - f.mean()) <= noise
-        beats = s.mean() - e.mean() > 2 * np.sqrt(s.var(ddof=1) / len(s) + e.var(ddof=1) / len(e))
-        line = (
-            f"- {n}: SSKD {100 * s.mean():.2f} vs best FitNets ({_label(fit)}) "
-            f"{100 * f.mean():.2f}: difference {100 * (s.mean() - f.mean()):+.2f} points, "
-            f"{'within' if within else 'outside'} noise (2 standard errors = {100 * noise:.2f}); "
-            f"vs ERM {100 * e.mean():.2f}: {'beats ERM' if beats else 'does not clearly beat ERM'}"
-        )
-        if "sskd_head_only" in acc:
-            h = acc["sskd_head_only"]
-            h_noise = 2 * np.sqrt(s.var(ddof=1) / len(s) + h.var(ddof=1) / len(h))
-            line += (
-                f"; vs its control without backbone phases {100 * h.mean():.2f}: the "
-                f"backbone phases add {100 * (s.mean() - h.mean()):+.2f} points "
-                f"(2 standard errors = {100 * h_noise:.2f})"
-            )
-        out.append(line + ".")
+def rows(pair_name, stage_epochs):
+    """`(key, label, Candidate)` of the study's rows for one pair."""
+    c = methods_study._cand
+    lr = LEARNING_RATE
+    out = [("erm", "ERM (labels only)", c("none", learning_rate=lr)),
+           ("kd", f"KD (T {KD_TEMPERATURE[pair_name]:g})",
+            c("kd", learning_rate=lr, temperature=KD_TEMPERATURE[pair_name]))]
+    out += [(f"fitnets_{w:g}", f"FitNets (weight {w:g})",
+             c("fitnets", learning_rate=lr, feature_weight=w)) for w in FITNETS_WEIGHTS]
+    out += [("sskd", f"SSKD ({stage_epochs} epochs per stage)",
+             c("sskd", learning_rate=lr, stage_epochs=stage_epochs)),
+            ("sskd_control", "control: SSKD without backbone phases",
+             c("sskd", learning_rate=lr, stage_epochs=0))]
     return out
 
 
-def main(argv=None):
+def run(args, log):
+    base = experiment.RunConfig(verbose=0, compare_erm=False, export="",
+                                teacher_epochs=args.teacher_epochs)
+    out = []
+    for name in args.pairs:
+        pair = methods_study.Pair(name, base, args.workdir, float("inf"), log)
+        epochs = args.epochs or defaults_study.PAIR_EPOCHS[name]
+        stage_epochs = args.stage_epochs or STAGE_EPOCHS[name]
+        entry = {"pair": name, **methods_study.PAIRS[name], "teacher_metrics": pair.teacher_metrics,
+                 "epochs": epochs, "stage_epochs": stage_epochs, "rows": []}
+        for key, label, cand in rows(name, stage_epochs):
+            runs = [pair.result(cand, epochs, s) for s in args.seeds]
+            entry["rows"].append({
+                "key": key, "label": label,
+                "test": [r["test"]["accuracy"] for r in runs],
+                "agreement": [r["test"]["agreement"] for r in runs],
+                "seconds": float(np.mean([r["train_seconds"] for r in runs])),
+                "history": runs[0].get("history", {})})
+        out.append(entry)
+    return out
+
+
+def _ms(values):
+    return methods_study._ms(values)
+
+
+def _quarters(curve):
+    if not curve:
+        return "-"
+    return " / ".join(f"{curve[max(0, int(round(len(curve) * q)) - 1)]:.4g}"
+                      for q in (0.25, 0.5, 0.75, 1.0))
+
+
+def _paired(a, b):
+    d = np.asarray(a) - np.asarray(b)
+    return float(np.mean(d)), float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+
+
+def verdict(entry):
+    """One sentence on SSKD against the best FitNets, KD, ERM and its control."""
+    by = {r["key"]: r for r in entry["rows"]}
+    fit = max((r for r in entry["rows"] if r["key"].startswith("fitnets_")),
+              key=lambda r: np.mean(r["test"]))
+    parts = []
+    for other, name in ((fit, fit["label"]), (by["kd"], by["kd"]["label"]), (by["erm"], "ERM"),
+                        (by["sskd_control"], "its control without backbone phases")):
+        m, sd = _paired(by["sskd"]["test"], other["test"])
+        se = sd / np.sqrt(len(other["test"]))
+        word = "above" if m > 2 * se else "below" if m < -2 * se else "level with"
+        parts.append(f"{word} {name} ({m:+.4f} ± {sd:.4f})")
+    return (f"On `{entry['teacher']}` -> `{entry['student']}`, SSKD is " + ", ".join(parts[:-1])
+            + f", and {parts[-1]} (paired per-seed differences, mean ± sample std; \"above\" or "
+            "\"below\" when the mean is more than 2 standard errors from 0).")
+
+
+def to_markdown(results, args, command, seconds):
+    lines = ["# SSKD against FitNets, KD and ERM at converged budgets", "",
+             "Each pair's teacher is the pipeline's (trained once, seed 0, cached); every student "
+             "trains through `pipeline.experiment.train_student` at learning rate "
+             f"{LEARNING_RATE:g} (selected on validation in results/defaults.md), batch 128, "
+             "Adam with cosine decay. End-to-end methods train the pair's epochs (where the "
+             "validation curves flatten, results/defaults.md); SSKD trains `stage_epochs` per "
+             "backbone stage and then as many head epochs. Test accuracy, mean ± sample std over "
+             "seeds " + ", ".join(map(str, args.seeds)) + ".", ""]
+    for e in results:
+        tm = e["teacher_metrics"]
+        lines += [f"## `{e['teacher']}` -> `{e['student']}`, {e['epochs']} epochs "
+                  f"(SSKD: {e['stage_epochs']} per stage + {e['epochs']} head)", "",
+                  f"Teacher: test {tm['test']:.4f} ({tm['params']:,} parameters).", "",
+                  "| method | test accuracy | per seed | agreement with the teacher | s / run |",
+                  "|---|---|---|---|---|"]
+        for r in e["rows"]:
+            lines.append(f"| {r['label']} | {_ms(r['test'])} | "
+                         f"{', '.join(f'{t:.3f}' for t in r['test'])} | "
+                         f"{np.mean(r['agreement']):.3f} | {r['seconds']:.0f} |")
+        sskd = next(r for r in e["rows"] if r["key"] == "sskd")
+        stage_keys = sorted(k for k in sskd["history"] if k.endswith("/loss")
+                            and not k.startswith("head"))
+        lines += ["", "SSKD's backbone phases (seed 0): training loss (the stage's feature MSE) "
+                  "after 25 / 50 / 75 / 100% of the phase's epochs:", "",
+                  "| phase | feature loss |", "|---|---|"]
+        lines += [f"| {k.split('/')[0]} | {_quarters(sskd['history'][k])} |" for k in stage_keys]
+        head = sskd["history"].get("head/val_accuracy", [])
+        lines += [f"| head (validation accuracy) | {_quarters(head)} |", "",
+                  "**Verdict.** " + verdict(e), ""]
+    lines += [f"Produced by `{command}` on {methods_study.machine()}, "
+              f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} (local), wall time "
+              f"{seconds / 60:.1f} min for what this invocation trained (cached runs are reused, "
+              "not timed again).", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="results/sskd.md")
-    parser.add_argument("--datasets", default="mnist1d,mnist")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--pairs", default=",".join(PAIRS),
+                        help="Comma-separated, of " + ", ".join(PAIRS) + ".")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="Comma-separated seeds.")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="Epochs of the end-to-end methods and of SSKD's head (default: "
+                        "studies.defaults.PAIR_EPOCHS).")
+    parser.add_argument("--stage_epochs", type=int, default=None,
+                        help="SSKD's epochs per backbone stage (default: STAGE_EPOCHS per pair).")
+    parser.add_argument("--teacher_epochs", type=int, default=experiment.RunConfig.teacher_epochs,
+                        help="Teacher epochs (the pipeline's default).")
+    parser.add_argument("--workdir", default="runs", help="Teachers and the run cache.")
+    parser.add_argument("--output", default="", help="Markdown file (a .json is written beside).")
     args = parser.parse_args(argv)
-    datasets = [d for d in args.datasets.split(",") if d]
-    for d in datasets:
-        if d not in SETTINGS:
-            raise ValueError(f"--datasets: unknown {d!r}; valid: {sorted(SETTINGS)}.")
-    seeds = tuple(range(args.seeds))
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.pairs = args.pairs.split(",")
+    unknown = [p for p in args.pairs if p not in PAIRS]
+    if unknown:
+        parser.error(f"--pairs: unknown {', '.join(unknown)}; valid: {', '.join(PAIRS)}")
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds: comma-separated integers; got {args.seeds!r}")
+    for flag in ("epochs", "stage_epochs", "teacher_epochs"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1")
+    return args
+
+
+def main(argv=None, log=None):
+    args = parse_args(argv)
+    log = log or (lambda m: print(m, flush=True))
     start = time.time()
-    results = run_study(datasets, seeds)
-    seconds = time.time() - start
-    command = "python -m studies.sskd " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = to_markdown(results, command.strip(), seconds, seeds)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    print(text)
+    results = run(args, log)
+    if args.output:
+        command = "python -m studies.sskd " + " ".join(args.argv)
+        methods_study._write(args.output, to_markdown(results, args, command,
+                                                      time.time() - start).encode())
+        methods_study._write(os.path.splitext(args.output)[0] + ".json",
+                             json.dumps(results, indent=1).encode())
+    return results
 
 
 if __name__ == "__main__":
