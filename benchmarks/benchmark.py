@@ -1219,7 +1219,8 @@ def to_markdown(result, command):
         "teacher and student: as many as the real batch in the extracurricular mode's Mixup "
         "row, synthetic_ratio times as many in the methods table, as its note says). The bound "
         "is one student training step plus one teacher forward pass per batch, each timed "
-        "alone; both include Keras's fixed per-step cost (Python, dispatch), which one distillation step pays once, so shares above 1 are "
+        "alone; both include Keras's fixed per-step cost (Python, dispatch), which one "
+        "distillation step pays once, so shares above 1 are "
         "possible where that cost dominates (tiny models; a larger --steps_per_execution "
         "amortises it). Teacher weights are random (speed does not depend on them).",
     ]
