@@ -456,8 +456,8 @@ def run_settings(cfg, full):
     settings["data_fingerprint"] = data_fingerprint(full)
     # As the teacher's own record has it (`teacher_settings`): resolved, and only when on.
     settings.pop("teacher_augmentation")
-    if not _is_model_file(cfg.teacher) and teacher_augmentation(cfg, full) != "none":
-        settings["teacher_augmentation"] = teacher_augmentation(cfg, full)
+    if not _is_model_file(cfg.teacher):
+        settings.update(_augmentation_record(cfg, full))
     for role in ("teacher", "student"):
         if _is_model_file(settings[role]):
             settings[f"{role}_file_fingerprint"] = file_fingerprint(settings[role])
@@ -551,6 +551,14 @@ def teacher_augmentation(cfg, splits):
     return cfg.teacher_augmentation
 
 
+def _augmentation_record(cfg, splits):
+    """`{"teacher_augmentation": resolved}` when it is on, else `{}`: off is left out
+    of the hashes, so teachers and runs made before the setting existed (all
+    unaugmented) keep their names."""
+    augmentation = teacher_augmentation(cfg, splits)
+    return {} if augmentation == "none" else {"teacher_augmentation": augmentation}
+
+
 def _teacher_augment(cfg, splits, seed):
     """The `kdtf.data.Augment` of the teacher's training batches, or None."""
     if teacher_augmentation(cfg, splits) == "none":
@@ -562,22 +570,16 @@ def _teacher_augment(cfg, splits, seed):
 
 
 def teacher_settings(cfg, full):
-    """What a trained zoo teacher depends on: its settings and the data's bytes.
-
-    The augmentation is recorded only when on, so teachers cached before the
-    setting existed (all unaugmented) keep their names.
-    """
-    settings = {
+    """What a trained zoo teacher depends on: its settings and the data's bytes
+    (the augmentation only when on, `_augmentation_record`)."""
+    return {
         "teacher": cfg.teacher, "dataset": cfg.dataset, "image_size": cfg.image_size,
         "data_fingerprint": data_fingerprint(full), "teacher_epochs": cfg.teacher_epochs,
         "seed": cfg.seed, "batch_size": cfg.batch_size,
         "learning_rate": with_defaults(cfg).learning_rate,
         "weight_decay": cfg.weight_decay,
+        **_augmentation_record(cfg, full),
     }
-    augmentation = teacher_augmentation(cfg, full)
-    if augmentation != "none":
-        settings["teacher_augmentation"] = augmentation
-    return settings
 
 
 def teacher_path(cfg, full=None):

@@ -29,7 +29,6 @@ trains what is missing.
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import sys
 import time
@@ -60,8 +59,7 @@ REFERENCE_EPOCHS = 222  # 8000 steps of batch 100 over 3600 examples
 
 
 def _curve(run):
-    c = run["val_curve"]
-    return [c[max(0, int(round(len(c) * q)) - 1)] for q in (0.25, 0.5, 0.75, 1.0)] if c else []
+    return methods_study.quarters(run["val_curve"])
 
 
 def _ms(values):
@@ -156,9 +154,9 @@ def to_markdown(results, reference, args, command, seconds):
         margins = []
         for row in res["rows"][1:]:
             acc = [r["test"]["accuracy"] for r in res["evaluation"][row]]
-            d = np.asarray(acc) - np.asarray(erm)
+            mean, std = methods_study.paired_diff(acc, erm)
             margins.append(f"{methods_study.row_name(row).replace('student, ', '')} "
-                           f"{np.mean(d):+.4f} ± {np.std(d, ddof=1) if len(d) > 1 else 0:.4f}")
+                           f"{mean:+.4f} ± {std:.4f}")
         lines += ["", "Against ERM, per-seed differences (paired: same seed, same initialisation "
                   "and data order), mean ± sample std: " + "; ".join(margins) + ".", ""]
     if not reference:
@@ -246,10 +244,9 @@ def main(argv=None, log=None):
         reference = reference_mlp({"3600": pairs["mnist1d_mlp"], "4000": full}, args)
     if args.output:
         command = "python -m studies.defaults " + " ".join(args.argv)
-        methods_study._write(args.output, to_markdown(
-            results, reference, args, command, time.time() - start).encode())
-        methods_study._write(os.path.splitext(args.output)[0] + ".json", json.dumps(
-            {"results": results, "reference": reference}, indent=1, default=str).encode())
+        methods_study.write_report(
+            args.output, to_markdown(results, reference, args, command, time.time() - start),
+            {"results": results, "reference": reference})
     return results, reference
 
 

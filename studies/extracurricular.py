@@ -21,7 +21,6 @@ training inputs only (the rest stay unused, as the issue asks).
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 
@@ -185,8 +184,9 @@ def capacity_sweep(cfg, students, variant, seeds, log=print):
             keras.utils.set_random_seed(seed)
             full, splits = experiment.load_data(run_cfg)
             teacher = experiment.load_or_train_teacher(run_cfg, full)
-            entry["params"] = int(models_lib.get(name, input_shape=splits.input_shape,
-                                                 num_classes=splits.num_classes).count_params())
+            if "params" not in entry:  # the same architecture every seed
+                entry["params"] = int(models_lib.get(name, input_shape=splits.input_shape,
+                                                     num_classes=splits.num_classes).count_params())
             row = {"seed": seed, "teacher": experiment.evaluate(teacher, full)["accuracy"]}
             for method in ("none", "kd"):
                 student, _ = experiment.train_student(dataclasses.replace(run_cfg, method=method),
@@ -319,21 +319,20 @@ def _capacity_main(args, seeds, start):
         lines += capacity_markdown(sweep, cfg, variant)
         lines += [f"Produced by `{command}` in {(time.time() - start) / 60:.0f} min on a 2-core "
                   "CPU.", ""]
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            f.write("\n".join(lines))
-        with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
-            json.dump(sweep, f, indent=1)
+        _write_report(args.output, "\n".join(lines), sweep)
     return sweep
 
 
 def _write(args, results, start):
     command = "python -m studies.extracurricular " + " ".join(sys.argv[1:])
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        f.write(to_markdown(results, command, time.time() - start))
-    with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
-        json.dump(results, f, indent=1)
+    _write_report(args.output, to_markdown(results, command, time.time() - start), results)
+
+
+def _write_report(path, markdown, data):
+    # studies.methods imports this module, so its writer is imported here.
+    from studies import methods as methods_study
+
+    methods_study.write_report(path, markdown, data)
 
 
 if __name__ == "__main__":

@@ -343,6 +343,25 @@ def _ms(values, digits=4):
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
+def quarters(curve):
+    """A per-epoch curve's values after 25, 50, 75 and 100% of its epochs ([] if empty)."""
+    return [curve[max(0, int(round(len(curve) * q)) - 1)] for q in (0.25, 0.5, 0.75, 1.0)] \
+        if len(curve) else []
+
+
+def paired_diff(a, b):
+    """Mean and sample std (0 for one pair) of the per-seed differences `a - b`."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return float(np.mean(d)), float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+
+
+def write_report(path, markdown, data):
+    """A study's markdown at `path` and its data as JSON beside it (`.json`)."""
+    _write(path, markdown.encode())
+    _write(os.path.splitext(path)[0] + ".json",
+           json.dumps(data, indent=1, default=str).encode())
+
+
 def row_name(row):
     if row == "kd_ls":
         return methods_lib.REGISTRY["kd"].label + " + logit standardization"

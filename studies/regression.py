@@ -591,8 +591,6 @@ def write_results(path="results/regression.md", seeds=SEEDS, datasets=DATASETS, 
         The markdown table.
     """
     import datetime
-    import json
-    import os
 
     from studies import methods as methods_study
 
@@ -624,11 +622,7 @@ def write_results(path="results/regression.md", seeds=SEEDS, datasets=DATASETS, 
     lines += ["", f"Produced by `{command}` on {methods_study.machine()}, "
               f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} (local), wall time "
               f"{(time.time() - start) / 60:.1f} min.", ""]
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-    with open(os.path.splitext(path)[0] + ".json", "w") as f:
-        json.dump(results, f, indent=1, default=str)
+    methods_study.write_report(path, "\n".join(lines), results)
     return table
 
 

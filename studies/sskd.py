@@ -28,8 +28,6 @@ with the defaults and methods studies.
 """
 import argparse
 import datetime
-import json
-import os
 import sys
 import time
 
@@ -84,20 +82,8 @@ def run(args, log):
     return out
 
 
-def _ms(values):
-    return methods_study._ms(values)
-
-
 def _quarters(curve):
-    if not curve:
-        return "-"
-    return " / ".join(f"{curve[max(0, int(round(len(curve) * q)) - 1)]:.4g}"
-                      for q in (0.25, 0.5, 0.75, 1.0))
-
-
-def _paired(a, b):
-    d = np.asarray(a) - np.asarray(b)
-    return float(np.mean(d)), float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+    return " / ".join(f"{v:.4g}" for v in methods_study.quarters(curve)) or "-"
 
 
 def verdict(entry):
@@ -108,7 +94,7 @@ def verdict(entry):
     parts = []
     for other, name in ((fit, fit["label"]), (by["kd"], by["kd"]["label"]), (by["erm"], "ERM"),
                         (by["sskd_control"], "its control without backbone phases")):
-        m, sd = _paired(by["sskd"]["test"], other["test"])
+        m, sd = methods_study.paired_diff(by["sskd"]["test"], other["test"])
         se = sd / np.sqrt(len(other["test"]))
         word = "above" if m > 2 * se else "below" if m < -2 * se else "level with"
         parts.append(f"{word} {name} ({m:+.4f} ± {sd:.4f})")
@@ -134,7 +120,7 @@ def to_markdown(results, args, command, seconds):
                   "| method | test accuracy | per seed | agreement with the teacher | s / run |",
                   "|---|---|---|---|---|"]
         for r in e["rows"]:
-            lines.append(f"| {r['label']} | {_ms(r['test'])} | "
+            lines.append(f"| {r['label']} | {methods_study._ms(r['test'])} | "
                          f"{', '.join(f'{t:.3f}' for t in r['test'])} | "
                          f"{np.mean(r['agreement']):.3f} | {r['seconds']:.0f} |")
         sskd = next(r for r in e["rows"] if r["key"] == "sskd")
@@ -191,10 +177,9 @@ def main(argv=None, log=None):
     results = run(args, log)
     if args.output:
         command = "python -m studies.sskd " + " ".join(args.argv)
-        methods_study._write(args.output, to_markdown(results, args, command,
-                                                      time.time() - start).encode())
-        methods_study._write(os.path.splitext(args.output)[0] + ".json",
-                             json.dumps(results, indent=1).encode())
+        methods_study.write_report(args.output,
+                                   to_markdown(results, args, command, time.time() - start),
+                                   results)
     return results
 
 

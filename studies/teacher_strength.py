@@ -26,8 +26,6 @@ are reused.
 """
 import argparse
 import datetime
-import json
-import os
 import sys
 import time
 
@@ -48,9 +46,8 @@ ROW_NAMES = {"kd_t4": "KD (T 4)", "kd_t1": "KD (T 1)", "dist": "DIST (T 4)"}
 
 
 def _diff(a, b):
-    d = np.asarray(a) - np.asarray(b)
-    std = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
-    return f"{np.mean(d):+.4f} ± {std:.4f}"
+    mean, std = methods_study.paired_diff(a, b)
+    return f"{mean:+.4f} ± {std:.4f}"
 
 
 def run(args, log):
@@ -114,9 +111,8 @@ def to_markdown(res, args, command, seconds):
     for t in res["teachers"]:
         cells = []
         for k in keys:
-            c = t["rows"][k]["curve"]
-            cells.append(" / ".join(f"{c[max(0, int(round(len(c) * q)) - 1)]:.3f}"
-                                    for q in (0.25, 0.5, 0.75, 1.0)))
+            cells.append(" / ".join(f"{v:.3f}" for v in methods_study.quarters(
+                t["rows"][k]["curve"])))
         lines.append(f"| `{t['teacher']}` | " + " | ".join(cells) + " | " + ", ".join(
             f"{t['rows'][k]['seconds']:.0f}" for k in keys) + " |")
     lines += ["", f"Produced by `{command}` on {methods_study.machine()}, "
@@ -152,10 +148,8 @@ def main(argv=None, log=None):
     res = run(args, log)
     if args.output:
         command = "python -m studies.teacher_strength " + " ".join(args.argv)
-        methods_study._write(args.output, to_markdown(res, args, command,
-                                                      time.time() - start).encode())
-        methods_study._write(os.path.splitext(args.output)[0] + ".json",
-                             json.dumps(res, indent=1).encode())
+        methods_study.write_report(args.output,
+                                   to_markdown(res, args, command, time.time() - start), res)
     return res
 
 
