@@ -13,9 +13,14 @@ from pipeline import experiment  # noqa: E402
 FLAGS = flags.FLAGS
 # The settings a teacher shares with a distillation run come from RunConfig (the
 # same defaults, so apps/distill.py reuses the teacher this app trains).
-SHARED = ("dataset", "image_size", "data_dir", "batch_size", "learning_rate", "seed",
+SHARED = ("dataset", "image_size", "data_dir", "batch_size", "seed",
           "teacher_augmentation", "workdir", "overwrite", "verbose")
 cli.define_flags(experiment.RunConfig, names=SHARED)
+_BY_DATASET, _ELSE = experiment.DATASET_DEFAULTS["teacher_learning_rate"]
+# The teacher's learning rate (RunConfig.teacher_learning_rate: what apps/distill.py trains with).
+flags.DEFINE_float("learning_rate", None, "Peak Adam learning rate (cosine decay to 0). Default: "
+                   + ", ".join(f"{v:g} on {d}" for d, v in _BY_DATASET.items())
+                   + f", else {_ELSE:g}.", lower_bound=1e-12)
 flags.DEFINE_string("model", "mnist1d_cnn", "Teacher architecture: a kdtf.models name.")
 flags.DEFINE_integer("epochs", experiment.RunConfig.teacher_epochs, "Training epochs.",
                      lower_bound=1)
@@ -32,7 +37,8 @@ def main(argv):
     if FLAGS.model not in models.available():
         raise ValueError(f"--model: unknown {FLAGS.model!r}; valid: {', '.join(models.available())}.")
     cfg = cli.config_from_flags(experiment.RunConfig, names=SHARED, teacher=FLAGS.model,
-                                teacher_epochs=FLAGS.epochs).validate()
+                                teacher_epochs=FLAGS.epochs,
+                                teacher_learning_rate=FLAGS.learning_rate).validate()
     full, _ = experiment.load_data(cfg)
     path = FLAGS.output or experiment.teacher_path(cfg, full)
     teacher = experiment.train_teacher(cfg, full, path)

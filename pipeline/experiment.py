@@ -69,11 +69,13 @@ def _setting(default, help, **flag):
 # method's value, else this one (`with_defaults`).
 SHARED_DEFAULTS = {"temperature": 4.0}
 # Settings whose default depends on the dataset: {setting: ({dataset: value}, else)}.
-# The learning rate: 1e-2 (the MNIST-1D reference code's) on mnist1d, where
-# studies.defaults selects it on validation for every model tried (results/defaults.md);
-# elsewhere 3e-3 (the MNIST CNN teacher, seed 0, before teacher augmentation: 0.965 test
-# at 3e-3, 0.945 at 1e-2; with it, 0.980 at 3e-3).
-DATASET_DEFAULTS = {"learning_rate": ({"mnist1d": 1e-2}, 3e-3)}
+# The students' learning rate: 1e-2 (the MNIST-1D reference code's) on mnist1d and
+# mnist, where studies.defaults selects it on validation for every student and method
+# tried (results/defaults.md); elsewhere 3e-3. The teacher's: 1e-2 on mnist1d, else
+# 3e-3 (the MNIST CNN teacher with shifts, seed 0: 0.980 test at 3e-3, 0.965 at 1e-2).
+# An unset teacher_learning_rate follows a --learning_rate the user gave (`with_defaults`).
+DATASET_DEFAULTS = {"learning_rate": ({"mnist1d": 1e-2, "mnist": 1e-2}, 3e-3),
+                    "teacher_learning_rate": ({"mnist1d": 1e-2}, 3e-3)}
 # A method's own default of a shared setting on one dataset, before its registry
 # default (`kdtf.methods.Method.defaults`): {(method, dataset): {setting: value}}.
 # KD's temperature on MNIST-1D: studies.defaults selects 1 on validation for both
@@ -100,6 +102,8 @@ def with_defaults(cfg):
     """
     fill = {k: by_dataset.get(cfg.dataset, other) for k, (by_dataset, other)
             in DATASET_DEFAULTS.items() if getattr(cfg, k) is None}
+    if cfg.teacher_learning_rate is None and cfg.learning_rate is not None:
+        fill["teacher_learning_rate"] = cfg.learning_rate
     unset = {k: v for k, v in SHARED_DEFAULTS.items() if getattr(cfg, k) is None}
     if unset:
         own = {**methods_lib.get(cfg.method).defaults,
@@ -150,6 +154,12 @@ class _BaseRunConfig:
         None, "Peak Adam learning rate (cosine decay to 0). Default: "
         + ", ".join(f"{v:g} on {d}" for d, v in DATASET_DEFAULTS["learning_rate"][0].items())
         + f", else {DATASET_DEFAULTS['learning_rate'][1]:g}.", type=float, lower_bound=1e-12)
+    teacher_learning_rate: float = _setting(
+        None, "Peak Adam learning rate of the teacher, when it has to be trained. Default: "
+        "--learning_rate when given, else "
+        + ", ".join(f"{v:g} on {d}" for d, v in DATASET_DEFAULTS["teacher_learning_rate"][0].items())
+        + f", else {DATASET_DEFAULTS['teacher_learning_rate'][1]:g}.", type=float,
+        lower_bound=1e-12)
     weight_decay: float = _setting(0.0, "AdamW weight decay (0: plain Adam).", lower_bound=0.0)
     temperature: float = _setting(
         None, "Distillation temperature tau (> 0). Default: the method's own "
@@ -373,10 +383,11 @@ def load_data(cfg):
     return full, full
 
 
-def _optimizer(cfg, steps):
+def _optimizer(cfg, steps, role="student"):
     from kdtf.optimizers import cosine_adam
 
-    learning_rate = with_defaults(cfg).learning_rate
+    cfg = with_defaults(cfg)
+    learning_rate = cfg.teacher_learning_rate if role == "teacher" else cfg.learning_rate
     return cosine_adam(learning_rate, steps, weight_decay=cfg.weight_decay)
 
 
@@ -456,6 +467,10 @@ def run_settings(cfg, full):
     settings["data_fingerprint"] = data_fingerprint(full)
     # As the teacher's own record has it (`teacher_settings`): resolved, and only when on.
     settings.pop("teacher_augmentation")
+    # The teacher's learning rate only when it differs from the students' (and the teacher
+    # is trained here), so runs made before the setting existed keep their names.
+    if _is_model_file(cfg.teacher) or settings["teacher_learning_rate"] == settings["learning_rate"]:
+        settings.pop("teacher_learning_rate")
     if not _is_model_file(cfg.teacher):
         settings.update(_augmentation_record(cfg, full))
     for role in ("teacher", "student"):
@@ -488,7 +503,7 @@ def run_directory(cfg, full):
 
 
 # TensorBoard gets every logged loss term and the learning rate every this many steps.
-TENSORBOARD_UPDATE_FREQ = 1
+TENSORBOARD_UPDATE_FREQ = 10
 
 
 def _tensorboard(log_dir, per_model=False):
@@ -576,7 +591,7 @@ def teacher_settings(cfg, full):
         "teacher": cfg.teacher, "dataset": cfg.dataset, "image_size": cfg.image_size,
         "data_fingerprint": data_fingerprint(full), "teacher_epochs": cfg.teacher_epochs,
         "seed": cfg.seed, "batch_size": cfg.batch_size,
-        "learning_rate": with_defaults(cfg).learning_rate,
+        "learning_rate": with_defaults(cfg).teacher_learning_rate,
         "weight_decay": cfg.weight_decay,
         **_augmentation_record(cfg, full),
     }
@@ -631,7 +646,7 @@ def train_teacher(cfg, splits, path=None):
     teacher = distribute.enable_multi_worker(_build_model(cfg.teacher, splits, cfg.seed))
     train, val = _datasets(cfg, splits, cfg.seed, augment=_teacher_augment(cfg, splits, cfg.seed))
     teacher.compile(
-        optimizer=_optimizer(cfg, cfg.teacher_epochs * len(train)),
+        optimizer=_optimizer(cfg, cfg.teacher_epochs * len(train), role="teacher"),
         loss=_task_loss(),
         metrics=["accuracy"],
     )

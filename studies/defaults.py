@@ -48,11 +48,7 @@ PAIR_ROWS = {"mnist": ("none", "kd", "dist")}
 # explicitly: the defaults follow what this study selects).
 TEMPERATURES = (4.0, 2.0, 1.0)
 TEMPERATURE_ROWS = ("kd", "dist")
-# Student epochs per pair, from their validation curves: the MLP overfits and
-# is flat by 60 epochs; the small CNN still gained between 45 and 60 epochs
-# (ERM 0.933 -> 0.950, KD 0.913 -> 0.940 in the 60-epoch run) and is flat by
-# ~110 of 150.
-PAIR_EPOCHS = {"mnist1d_mlp": 60, "mnist1d": 150, "mnist": 40}
+PAIR_EPOCHS = methods_study.PAIR_EPOCHS  # student epochs per pair
 PUBLISHED_MLP = 0.68  # Greydanus & Kobak 2020, the MNIST-1D MLP
 REFERENCE = {"student": "mnist1d_mlp256", "learning_rate": 1e-2, "batch_size": 100}
 REFERENCE_EPOCHS = 222  # 8000 steps of batch 100 over 3600 examples

@@ -130,6 +130,34 @@ def test_teacher_augmentation_is_hashed_only_when_on():
     assert experiment.run_settings(cfg, images) != experiment.run_settings(off, images)
 
 
+def test_teacher_learning_rate_defaults_and_hashing():
+    import dataclasses
+
+    d = experiment.with_defaults
+    # MNIST: students at 1e-2 (selected on validation), the CNN teacher at 3e-3.
+    mnist = d(experiment.RunConfig(dataset="mnist"))
+    assert (mnist.learning_rate, mnist.teacher_learning_rate) == (1e-2, 3e-3)
+    # A --learning_rate the user gives is the teacher's too unless it has its own.
+    given = d(experiment.RunConfig(dataset="mnist", learning_rate=5e-3))
+    assert given.teacher_learning_rate == 5e-3
+    own = d(experiment.RunConfig(dataset="mnist", learning_rate=5e-3, teacher_learning_rate=1e-3))
+    assert (own.learning_rate, own.teacher_learning_rate) == (5e-3, 1e-3)
+    assert d(own) == own  # idempotent
+    cfg = experiment.RunConfig()
+    full, _ = experiment.load_data(cfg)
+    assert d(cfg).teacher_learning_rate == d(cfg).learning_rate == 1e-2
+    # Equal rates leave the setting out of the run's hash (runs made before it keep
+    # their names); a differing one is hashed, and names the teacher's record.
+    assert "teacher_learning_rate" not in experiment.run_settings(cfg, full)
+    slow = dataclasses.replace(cfg, teacher_learning_rate=1e-3)
+    assert experiment.run_settings(slow, full)["teacher_learning_rate"] == 1e-3
+    assert experiment.run_directory(slow, full) != experiment.run_directory(cfg, full)
+    assert experiment.teacher_settings(slow, full)["learning_rate"] == 1e-3
+    assert experiment.teacher_path(slow, full) != experiment.teacher_path(cfg, full)
+    assert float(experiment._optimizer(slow, 10, role="teacher").learning_rate) == pytest.approx(1e-3)
+    assert float(experiment._optimizer(slow, 10).learning_rate) == pytest.approx(1e-2)
+
+
 def test_the_teacher_trains_on_shifted_images(tmp_path, monkeypatch):
     from kdtf import data as data_lib
 

@@ -55,8 +55,11 @@ def test_distill_end_to_end(tmp_path):
 def test_train_teacher_app(tmp_path):
     path = os.path.join(tmp_path, "t.keras")
     out = _run("train_teacher.py", "--epochs=1", f"--output={path}", f"--workdir={tmp_path}",
-               "--verbose=0").stdout
+               "--verbose=0", "--learning_rate=0.005").stdout
     assert "test accuracy" in out and os.path.exists(path)
+    # The app's --learning_rate is the teacher's (RunConfig.teacher_learning_rate).
+    with open(os.path.join(tmp_path, "t.json")) as f:
+        assert json.load(f)["learning_rate"] == 0.005
 
 
 @pytest.mark.parametrize(
