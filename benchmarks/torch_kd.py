@@ -40,7 +40,6 @@ far are written before exiting.
 """
 import argparse
 import json
-import math
 import os
 import platform
 import resource

@@ -18,7 +18,6 @@ distillation run returns has no adapter in it.
 import numbers
 
 import keras
-import numpy as np
 from keras import ops
 
 

@@ -448,6 +448,8 @@ def fingerprint(cfg, **overrides):
     # the fingerprints of runs made before the setting existed.
     if settings.get("teacher_augmentation") == "auto":
         settings.pop("teacher_augmentation")
+    if settings.get("teacher_learning_rate") == settings.get("learning_rate"):  # likewise
+        settings.pop("teacher_learning_rate", None)
     return _hash(settings)
 
 

@@ -72,13 +72,15 @@ def pair_epochs(name, args):
 def select_and_evaluate(pair, args):
     """Selection on seed 0's validation accuracy, then the seeds on test."""
     epochs = pair_epochs(pair.name, args)
-    out = {"epochs": epochs, "rows": list(PAIR_ROWS.get(pair.name, ROWS)), "selection": {},
+    rows = [r for r in PAIR_ROWS.get(pair.name, ROWS) if r in args.rows]
+    out = {"epochs": epochs, "rows": rows, "selection": {},
            "selected": {}, "evaluation": {}}
     for row in out["rows"]:
         cands = [methods_study._cand(row, learning_rate=lr) for lr in args.learning_rates]
         if row in TEMPERATURE_ROWS:  # the literature's 4 first: it wins ties
-            cands = [methods_study._cand(row, learning_rate=lr, temperature=t)
-                     for lr in args.learning_rates for t in TEMPERATURES]
+            weights = [{"student_loss_weight": w} for w in args.student_loss_weights] or [{}]
+            cands = [methods_study._cand(row, learning_rate=lr, temperature=t, **w)
+                     for lr in args.learning_rates for t in TEMPERATURES for w in weights]
         runs = [pair.result(c, epochs, 0) for c in cands]
         out["selection"][row] = [{"label": c.label(), "val": r["val"], "seconds": r["train_seconds"]}
                                  for c, r in zip(cands, runs)]
@@ -125,7 +127,9 @@ def to_markdown(results, reference, args, command, seconds):
         "distils it on the inputs as given. Students: the epochs each pair's heading gives "
         f"(where its validation curves flatten), batch {d.batch_size}, Adam with cosine decay "
         "to 0 at the learning rate selected per row on the validation split with seed 0 (the "
-        "appendix keeps every candidate; KD's and DIST's temperatures too: 4, 2, 1), each method "
+        "appendix keeps every candidate; KD's and DIST's temperatures too: 4, 2, 1"
+        + (", and their student_loss_weight: " + ", ".join(f"{w:g}" for w in args.student_loss_weights)
+           if args.student_loss_weights else "") + "), each method "
         "otherwise at its registry defaults (extracurricular: GMM with full "
         "covariances, ratio 4, weight 4, temperature 1); then seeds " + ", ".join(map(str, args.seeds)) + " on the test split "
         "(mean ± sample std). Validation curve: seed 0's validation accuracy after 25 / 50 / 75 "
@@ -197,19 +201,32 @@ def parse_args(argv=None):
                         "the published MLP runs with mnist1d_mlp.")
     parser.add_argument("--epochs", type=int, default=None,
                         help="Student epochs of every pair (default: PAIR_EPOCHS, per pair).")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help="Comma-separated rows of every pair, of " + ", ".join(ROWS) + ".")
     parser.add_argument("--learning_rates", default="0.003,0.01",
                         help="Comma-separated candidates of every row.")
+    parser.add_argument("--student_loss_weights", default="",
+                        help="Comma-separated student_loss_weight candidates of KD and DIST "
+                             "(empty: the default 0.5, not searched).")
     parser.add_argument("--teacher_epochs", type=int, default=experiment.RunConfig.teacher_epochs,
                         help="Teacher epochs (the pipeline's default).")
     parser.add_argument("--reference_epochs", type=int, default=REFERENCE_EPOCHS,
-                        help="Epochs of the published MLP (the reference's 8000 steps).")
+                        help="Epochs of the published MLP (the reference's 8000 steps; 0: "
+                             "not run).")
     parser.add_argument("--workdir", default="runs", help="Teachers and the run cache.")
     parser.add_argument("--output", default="", help="Markdown file (a .json is written beside).")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.learning_rates = [float(v) for v in args.learning_rates.split(",")]
+    args.student_loss_weights = [float(v) for v in args.student_loss_weights.split(",") if v]
+    if any(not 0 <= w <= 1 for w in args.student_loss_weights):
+        parser.error("--student_loss_weights: each weight must be in [0, 1]")
     args.pairs = args.pairs.split(",")
+    args.rows = args.rows.split(",")
+    if any(r not in ROWS for r in args.rows):
+        parser.error(f"--rows: unknown {', '.join(r for r in args.rows if r not in ROWS)}; "
+                     f"valid: {', '.join(ROWS)}")
     unknown = [p for p in args.pairs if p not in PAIRS]
     if unknown:
         parser.error(f"--pairs: unknown {', '.join(unknown)}; valid: {', '.join(PAIRS)}")
@@ -235,7 +252,7 @@ def main(argv=None, log=None):
         res.update(select_and_evaluate(pair, args))
         results.append(res)
     reference = {}
-    if "mnist1d_mlp" in pairs:
+    if "mnist1d_mlp" in pairs and args.reference_epochs > 0:
         full = FullTrainingSet("mnist1d_mlp", base, args.workdir, float("inf"), log)
         reference = reference_mlp({"3600": pairs["mnist1d_mlp"], "4000": full}, args)
     if args.output:

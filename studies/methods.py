@@ -575,10 +575,18 @@ def write(args, results, start, stopped=None):
     command = "python -m studies.methods " + " ".join(args.argv)
     runs = sessions(args, start)
     total = sum(s["seconds"] for s in runs)
-    _write(args.output, to_markdown(results, args, command, total, stopped, runs).encode())
-    # Every number of the markdown, beside the run cache (not in the repository).
-    _write(os.path.join(args.workdir, "methods_study", "results.json"),
-           json.dumps(results, indent=1, default=str).encode())
+    # Every number of the markdown beside it (.json), as the other studies write theirs;
+    # the runs' per-epoch histories (~40 KB each) stay in the run cache.
+    write_report(args.output, to_markdown(results, args, command, total, stopped, runs),
+                 _without_histories(results))
+
+
+def _without_histories(value):
+    if isinstance(value, dict):
+        return {k: _without_histories(v) for k, v in value.items() if k != "history"}
+    if isinstance(value, list):
+        return [_without_histories(v) for v in value]
+    return value
 
 
 def parse_args(argv=None):

@@ -40,7 +40,6 @@ import time
 
 import keras
 import numpy as np
-from keras import ops
 
 from kdtf import samplers as samplers_lib
 from kdtf.distiller import Distiller
@@ -51,7 +50,6 @@ from kdtf.losses.distribution import DistributionKL
 from kdtf.losses.gaussian import GaussianNLL
 from kdtf.losses.gaussian import MeanMSE
 from kdtf.samplers.base import Sampler
-from kdtf.samplers.base import uniform
 
 DATASETS = ("sine", "auto_mpg", "diabetes")
 METHODS = ("erm", "kd_means", "kl", "extracurricular", "oracle")

@@ -43,14 +43,15 @@ def test_tiny_study_writes_the_tables(workdir, first_run):
         assert row in text, row
     assert "DIST" not in text.split("## Appendix")[0]  # only the rows asked for
     assert "Student budget: **" in text
-    assert not os.path.exists(os.path.join(workdir, "methods.json"))
     res = results[0]
     assert res["epochs"] in (1, 2) and set(res["evaluation"]) == {"none", "kd"}
     assert len(res["evaluation"]["kd"]) == 1
     # 4 budget runs (ERM, KD at 1 and 2 epochs); selection and seed 0 reuse them.
     assert sum(" e1 s0:" in m or " e2 s0:" in m for m in logs) == 4
-    saved = json.load(open(os.path.join(workdir, "methods_study", "results.json")))
+    saved = json.load(open(os.path.join(workdir, "methods.json")))  # beside the markdown
     assert saved[0]["selected"]["kd"] == "temperature=4"
+    assert "history" not in saved[0]["evaluation"]["kd"][0]  # kept in the run cache only
+    assert saved[0]["evaluation"]["kd"][0]["val_curve"]
 
 
 def test_rerun_reuses_the_cache(workdir, first_run):

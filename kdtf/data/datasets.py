@@ -16,7 +16,7 @@ import hashlib
 import os
 import random
 import tempfile
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
