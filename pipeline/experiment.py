@@ -67,7 +67,7 @@ def _setting(default, help, **flag):
 # Settings several methods read, whose default a method may set itself
 # (`kdtf.methods.Method.defaults`): a run that leaves one unset (None) gets the
 # method's value, else this one (`with_defaults`).
-SHARED_DEFAULTS = {"temperature": 4.0}
+SHARED_DEFAULTS = {"temperature": 4.0, "student_loss_weight": 0.5}
 # Settings whose default depends on the dataset: {setting: ({dataset: value}, else)}.
 # The students' learning rate: 1e-2 (the MNIST-1D reference code's) on mnist1d and
 # mnist, where studies.defaults selects it on validation for every student and method
@@ -89,6 +89,12 @@ def _method_defaults_help(name):
     own += [f"{method} {values[name]:g} on {dataset}" for (method, dataset), values
             in METHOD_DATASET_DEFAULTS.items() if name in values]
     return ", ".join(own) or "none"
+
+
+def _shared_default_help(name):
+    own = _method_defaults_help(name)
+    shared = f"{SHARED_DEFAULTS[name]:g}."
+    return shared if own == "none" else f"the method's own ({own}), else {shared}"
 
 
 def with_defaults(cfg):
@@ -166,7 +172,8 @@ class _BaseRunConfig:
         "(kdtf.methods: " + _method_defaults_help("temperature") + "), else "
         f"{SHARED_DEFAULTS['temperature']:g}.", type=float, lower_bound=1e-6)
     student_loss_weight: float = _setting(
-        0.5, "Weight w of the task loss; distillation terms get 1 - w.", lower_bound=0.0,
+        None, "Weight w of the task loss; distillation terms get 1 - w. Default: "
+        + _shared_default_help("student_loss_weight"), type=float, lower_bound=0.0,
         upper_bound=1.0)
     label_fraction: float = _setting(
         1.0, "Share of training labels the students see (stratified); the teacher uses all.",

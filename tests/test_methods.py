@@ -116,9 +116,10 @@ def test_the_learning_rate_default_depends_on_the_dataset():
     base = experiment.RunConfig()
     assert base.learning_rate is None
     assert experiment.with_defaults(base).learning_rate == 1e-2  # mnist1d (results/defaults.md)
-    for dataset in ("mnist", "npz:/some/file.npz"):
-        cfg = dataclasses.replace(base, dataset=dataset)
-        assert experiment.with_defaults(cfg).learning_rate == 3e-3, dataset
+    mnist = experiment.with_defaults(dataclasses.replace(base, dataset="mnist"))
+    assert mnist.learning_rate == 1e-2  # the students; the teacher keeps 3e-3
+    assert experiment.with_defaults(
+        dataclasses.replace(base, dataset="npz:/some/file.npz")).learning_rate == 3e-3
     explicit = dataclasses.replace(base, learning_rate=0.05)
     assert experiment.with_defaults(explicit).learning_rate == 0.05
     assert experiment.fingerprint(base) == experiment.fingerprint(
