@@ -508,7 +508,9 @@ def _learning_rates(results):
 
 
 def to_markdown(results, args, command, seconds, stopped=None, runs=None):
-    lines = ["# All methods side by side: MNIST-1D and MNIST CNN pairs", "",
+    names = {"mnist1d": "MNIST-1D", "mnist": "MNIST"}
+    lines = ["# All methods side by side: " + " and ".join(dict.fromkeys(
+                 names.get(r["dataset"], r["dataset"]) for r in results)) + " CNN pairs", "",
              "Teacher trained once per pair (seed 0); each student distils it. Settings selected "
              "on the validation split with seed 0 from a small grid per method (the appendix keeps "
              "every candidate), then the selected setting is trained with seeds "
@@ -538,12 +540,11 @@ def to_markdown(results, args, command, seconds, stopped=None, runs=None):
     lines += [f"Produced by `{command}` on {machine()}, "
               f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} (local), total wall time "
               f"{seconds / 60:.1f} min" + ("" if not runs or len(runs) < 2 else
-              f" over {len(runs)} invocations, each resuming from the run cache of the one "
-              "before (" + "; ".join(f"`{r['command']}` from {r['started']}, "
+              f", the sum over {len(runs)} invocations that shared the run cache (some may "
+              "have run at the same time) (" + "; ".join(f"`{r['command']}` from {r['started']}, "
                                      f"{r['seconds'] / 60:.1f} min" for r in runs) + ")")
               + " (runs cached in the workdir are reused, not timed again). "
-              "The CPUs were shared with other jobs (the study ran at nice 19), so wall times are "
-              "upper bounds.", ""]
+              "The two CPU cores were shared with other jobs, so wall times are upper bounds.", ""]
     return "\n".join(lines)
 
 
