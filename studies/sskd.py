@@ -179,7 +179,7 @@ def main(argv=None, log=None):
         command = "python -m studies.sskd " + " ".join(args.argv)
         methods_study.write_report(args.output,
                                    to_markdown(results, args, command, time.time() - start),
-                                   results)
+                                   results, histories=True)  # the phases' loss curves
     return results
 
 
