@@ -512,7 +512,7 @@ def run_directory(cfg, full):
 
 
 # TensorBoard gets every logged loss term and the learning rate every this many steps.
-TENSORBOARD_UPDATE_FREQ = 10
+TENSORBOARD_UPDATE_FREQ = 1
 
 
 def _tensorboard(log_dir, per_model=False):
