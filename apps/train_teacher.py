@@ -16,11 +16,10 @@ FLAGS = flags.FLAGS
 SHARED = ("dataset", "image_size", "data_dir", "batch_size", "seed",
           "teacher_augmentation", "workdir", "overwrite", "verbose")
 cli.define_flags(experiment.RunConfig, names=SHARED)
-_BY_DATASET, _ELSE = experiment.DATASET_DEFAULTS["teacher_learning_rate"]
 # The teacher's learning rate (RunConfig.teacher_learning_rate: what apps/distill.py trains with).
 flags.DEFINE_float("learning_rate", None, "Peak Adam learning rate (cosine decay to 0). Default: "
-                   + ", ".join(f"{v:g} on {d}" for d, v in _BY_DATASET.items())
-                   + f", else {_ELSE:g}.", lower_bound=1e-12)
+                   + experiment.dataset_default_help("teacher_learning_rate") + ".",
+                   lower_bound=1e-12)
 flags.DEFINE_string("model", "mnist1d_cnn", "Teacher architecture: a kdtf.models name.")
 flags.DEFINE_integer("epochs", experiment.RunConfig.teacher_epochs, "Training epochs.",
                      lower_bound=1)

@@ -83,6 +83,12 @@ DATASET_DEFAULTS = {"learning_rate": ({"mnist1d": 1e-2, "mnist": 1e-2}, 3e-3),
 METHOD_DATASET_DEFAULTS = {("kd", "mnist1d"): {"temperature": 1.0}}
 
 
+def dataset_default_help(name):
+    """`DATASET_DEFAULTS[name]` in words: "1e-2 on mnist1d, else 3e-3"."""
+    by_dataset, other = DATASET_DEFAULTS[name]
+    return ", ".join(f"{v:g} on {d}" for d, v in by_dataset.items()) + f", else {other:g}"
+
+
 def _method_defaults_help(name):
     own = [f"{m.name} {m.defaults[name]:g}" for m in methods_lib.REGISTRY.values()
            if name in m.defaults]
@@ -158,14 +164,11 @@ class _BaseRunConfig:
     batch_size: int = _setting(128, "Global batch size.", lower_bound=2)
     learning_rate: float = _setting(
         None, "Peak Adam learning rate (cosine decay to 0). Default: "
-        + ", ".join(f"{v:g} on {d}" for d, v in DATASET_DEFAULTS["learning_rate"][0].items())
-        + f", else {DATASET_DEFAULTS['learning_rate'][1]:g}.", type=float, lower_bound=1e-12)
+        + dataset_default_help("learning_rate") + ".", type=float, lower_bound=1e-12)
     teacher_learning_rate: float = _setting(
         None, "Peak Adam learning rate of the teacher, when it has to be trained. Default: "
-        "--learning_rate when given, else "
-        + ", ".join(f"{v:g} on {d}" for d, v in DATASET_DEFAULTS["teacher_learning_rate"][0].items())
-        + f", else {DATASET_DEFAULTS['teacher_learning_rate'][1]:g}.", type=float,
-        lower_bound=1e-12)
+        "--learning_rate when given, else " + dataset_default_help("teacher_learning_rate") + ".",
+        type=float, lower_bound=1e-12)
     weight_decay: float = _setting(0.0, "AdamW weight decay (0: plain Adam).", lower_bound=0.0)
     temperature: float = _setting(
         None, "Distillation temperature tau (> 0). Default: the method's own "
@@ -455,9 +458,15 @@ def fingerprint(cfg, **overrides):
     # the fingerprints of runs made before the setting existed.
     if settings.get("teacher_augmentation") == "auto":
         settings.pop("teacher_augmentation")
-    if settings.get("teacher_learning_rate") == settings.get("learning_rate"):  # likewise
-        settings.pop("teacher_learning_rate", None)
+    _drop_teacher_learning_rate_if_shared(settings)  # likewise
     return _hash(settings)
+
+
+def _drop_teacher_learning_rate_if_shared(settings):
+    """The teacher's learning rate is hashed only when it differs from the
+    students': runs made before the setting existed keep their names."""
+    if settings.get("teacher_learning_rate") == settings.get("learning_rate"):
+        settings.pop("teacher_learning_rate", None)
 
 
 def run_settings(cfg, full):
@@ -476,10 +485,10 @@ def run_settings(cfg, full):
     settings["data_fingerprint"] = data_fingerprint(full)
     # As the teacher's own record has it (`teacher_settings`): resolved, and only when on.
     settings.pop("teacher_augmentation")
-    # The teacher's learning rate only when it differs from the students' (and the teacher
-    # is trained here), so runs made before the setting existed keep their names.
-    if _is_model_file(cfg.teacher) or settings["teacher_learning_rate"] == settings["learning_rate"]:
+    # The teacher's learning rate only when the teacher is trained here.
+    if _is_model_file(cfg.teacher):
         settings.pop("teacher_learning_rate")
+    _drop_teacher_learning_rate_if_shared(settings)
     if not _is_model_file(cfg.teacher):
         settings.update(_augmentation_record(cfg, full))
     for role in ("teacher", "student"):

@@ -602,9 +602,10 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=0,
                         help="First student budget E checked (0: each pair's PAIR_EPOCHS).")
     parser.add_argument("--max_epochs", type=int, default=0,
-                        help="Longest run: E doubles (while not converged) only while the next "
-                             "check's 4E fits; a budget capped so is reported as not shown "
-                             "converged (0: 2E, one doubling checked).")
+                        help="Longest run, at least 2E (the first check trains E and 2E): E "
+                             "doubles (while not converged) only while the next check's 4E "
+                             "fits; a budget capped so is reported as not shown converged "
+                             "(0: 2E, one doubling checked).")
     parser.add_argument("--converged_gain", type=float, default=GAIN_DEFAULT,
                         help="Doubling E must gain less than this validation accuracy.")
     parser.add_argument("--teacher_epochs", type=int, default=60, help="Teacher epochs.")
@@ -627,6 +628,12 @@ def parse_args(argv=None):
     for r in args.rows:
         if r not in ROW_KEYS:
             parser.error(f"--rows: unknown {r!r}; valid: {', '.join(ROW_KEYS)}")
+    for p in args.pairs:
+        first, _ = budget_range(p, argparse.Namespace(epochs=args.epochs, max_epochs=0))
+        if args.max_epochs and args.max_epochs < 2 * first:
+            parser.error(f"--max_epochs must be at least 2 x the first budget ({2 * first} for "
+                         f"{p}: the first check trains {first} and {2 * first} epochs); got "
+                         f"{args.max_epochs}.")
     if 0 not in args.seeds:
         parser.error("--seeds must include 0 (selection and budget use seed 0)")
     return args

@@ -20,7 +20,7 @@ def workdir(tmp_path_factory):
 
 
 def _argv(workdir, *extra, rows="none,kd"):
-    return ["--pairs=mnist1d", f"--rows={rows}", "--seeds=0", "--epochs=1", "--max_epochs=1",
+    return ["--pairs=mnist1d", f"--rows={rows}", "--seeds=0", "--epochs=1", "--max_epochs=2",
             "--teacher_epochs=1", "--grid=default", f"--workdir={workdir}",
             f"--output={os.path.join(workdir, 'methods.md')}", *extra]
 
@@ -68,6 +68,16 @@ def test_time_limit_writes_what_finished(workdir, first_run):
     assert "| student, KD |" in text and "| student, DIST |" in text
     dist_row = next(line for line in text.splitlines() if line.startswith("| student, DIST |"))
     assert "not run" in dist_row
+
+
+def test_max_epochs_below_the_first_check_is_a_flag_error(capsys):
+    with pytest.raises(SystemExit):
+        methods.parse_args(["--pairs=mnist", "--epochs=10", "--max_epochs=15"])
+    assert "--max_epochs must be at least 2 x the first budget (20 for mnist" in capsys.readouterr().err
+    # The pair's own first budget (PAIR_EPOCHS) when --epochs is left at 0.
+    with pytest.raises(SystemExit):
+        methods.parse_args(["--pairs=mnist1d", f"--max_epochs={methods.PAIR_EPOCHS['mnist1d']}"])
+    assert methods.parse_args(["--pairs=mnist", "--epochs=10", "--max_epochs=20"]).max_epochs == 20
 
 
 def test_grid_defaults_come_first():
