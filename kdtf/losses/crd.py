@@ -236,8 +236,9 @@ class ContrastHead(keras.layers.Layer):
         rows_t = ops.stop_gradient(ops.take(memory.teacher_bank, columns, axis=0))
         tau = self.temperature
         # Teacher anchor against the student bank, student anchor against the teacher bank.
-        out_t = ops.exp(ops.sum(rows_s * e_t[:, None, :], axis=-1) / tau)
-        out_s = ops.exp(ops.sum(rows_t * e_s[:, None, :], axis=-1) / tau)
+        # Batched mat-vec products ([B, K+1, D] x [B, D, 1]): no [B, K+1, D] product tensor.
+        out_t = ops.exp(ops.squeeze(ops.matmul(rows_s, e_t[:, :, None]), -1) / tau)
+        out_s = ops.exp(ops.squeeze(ops.matmul(rows_t, e_s[:, :, None]), -1) / tau)
         z = ops.convert_to_tensor(memory.z)
         first = ops.stack([_global_mean(ops.stop_gradient(out_s)),
                            _global_mean(ops.stop_gradient(out_t))]) * float(self.num_examples)
