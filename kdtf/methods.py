@@ -212,8 +212,8 @@ register(Method(
         logit_standardization=cfg.logit_standardization)},
     settings=(
         Setting("dkd_alpha", 1.0, "Weight of DKD's target-class term.", lower_bound=0.0),
-        Setting("dkd_beta", 8.0, "Weight of DKD's non-target-class term (the paper's CIFAR-100 "
-                "value; it tunes beta per pair).", lower_bound=0.0),
+        Setting("dkd_beta", 8.0, "Weight of DKD's non-target-class term (the paper tunes it "
+                "per dataset; 8 is its CIFAR-100 value).", lower_bound=0.0),
         Setting("dkd_warmup_epochs", 5.0, "Epochs over which DKD's loss grows linearly from 0 "
                 "(the paper: 20 of 240).", lower_bound=0.0),
     ),

@@ -76,11 +76,25 @@ SHARED_DEFAULTS = {"temperature": 4.0, "student_loss_weight": 0.5}
 # An unset teacher_learning_rate follows a --learning_rate the user gave (`with_defaults`).
 DATASET_DEFAULTS = {"learning_rate": ({"mnist1d": 1e-2, "mnist": 1e-2}, 3e-3),
                     "teacher_learning_rate": ({"mnist1d": 1e-2}, 3e-3)}
-# A method's own default of a shared setting on one dataset, before its registry
-# default (`kdtf.methods.Method.defaults`): {(method, dataset): {setting: value}}.
+# A method's own default of a setting on one dataset: of a shared setting (before the
+# method's registry default, `kdtf.methods.Method.defaults`) or of one of the method's
+# registry settings (`kdtf.methods.Setting`, e.g. DKD's beta, which its paper tunes per
+# dataset). {(method, dataset): {setting: value}}; every value is the setting a study
+# selected on the validation split (tests/test_defaults_follow_studies.py checks them).
 # KD's temperature on MNIST-1D: studies.defaults selects 1 on validation for both
 # students (results/defaults.md); on MNIST it selects the registry's 4.
-METHOD_DATASET_DEFAULTS = {("kd", "mnist1d"): {"temperature": 1.0}}
+METHOD_DATASET_DEFAULTS = {("kd", "mnist1d"): {"temperature": 1.0},
+                           ("dkd", "mnist"): {"dkd_beta": 2.0}}
+
+
+def _registry_settings():
+    return {s.name: s for s in methods_lib.settings()}
+
+
+# The registry settings that have a per-dataset default somewhere: their RunConfig
+# fields default to None (unset), and `with_defaults` fills them in.
+DATASET_DEPENDENT_SETTINGS = tuple(sorted(
+    {k for values in METHOD_DATASET_DEFAULTS.values() for k in values} - set(SHARED_DEFAULTS)))
 
 
 def dataset_default_help(name):
@@ -105,7 +119,10 @@ def _shared_default_help(name):
 
 def with_defaults(cfg):
     """`cfg` with each unset shared setting (`SHARED_DEFAULTS`) filled in: the
-    method's own default (`kdtf.methods.Method.defaults`) or the shared one.
+    method's own default (`METHOD_DATASET_DEFAULTS` on `cfg.dataset`, then
+    `kdtf.methods.Method.defaults`) or the shared one; likewise each unset
+    `DATASET_DEPENDENT_SETTINGS` entry: the method's value on the dataset, else
+    the registry's `Setting` default.
 
     The dataset-dependent ones (`DATASET_DEFAULTS`, the learning rate) are
     filled in too. Idempotent; the pipeline applies it before it hashes or uses
@@ -116,7 +133,10 @@ def with_defaults(cfg):
             in DATASET_DEFAULTS.items() if getattr(cfg, k) is None}
     if cfg.teacher_learning_rate is None and cfg.learning_rate is not None:
         fill["teacher_learning_rate"] = cfg.learning_rate
+    registry = _registry_settings()
     unset = {k: v for k, v in SHARED_DEFAULTS.items() if getattr(cfg, k) is None}
+    unset.update({k: registry[k].default for k in DATASET_DEPENDENT_SETTINGS
+                  if getattr(cfg, k) is None})
     if unset:
         own = {**methods_lib.get(cfg.method).defaults,
                **METHOD_DATASET_DEFAULTS.get((cfg.method, cfg.dataset), {})}
@@ -282,8 +302,12 @@ def _method_fields():
     for setting in methods_lib.settings():
         flag = {k: getattr(setting, k) for k in ("choices", "lower_bound", "upper_bound")
                 if getattr(setting, k) is not None}
-        fields.append((setting.name, type(setting.default),
-                       _setting(setting.default, setting.help, **flag)))
+        default, help = setting.default, setting.help
+        if setting.name in DATASET_DEPENDENT_SETTINGS:  # unset until `with_defaults`
+            default, flag["type"] = None, type(setting.default)
+            help += (f" Default: {_method_defaults_help(setting.name)}, else "
+                     f"{setting.default:g}.")
+        fields.append((setting.name, type(setting.default), _setting(default, help, **flag)))
     return fields
 
 

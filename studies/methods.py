@@ -129,7 +129,8 @@ def grid(pair, size="full"):
     (`SMALL_BY_PAIR`); `size="default"` keeps only the first (tests, smoke
     runs).
     """
-    d = experiment.RunConfig()
+    # The registry's defaults (a RunConfig leaves the dataset-dependent ones unset).
+    d = argparse.Namespace(**{x.name: x.default for x in methods_lib.settings()})
     ec_sampler = "gmm_full" if pair.startswith("mnist1d") else "gmm"
     full = {
         "none": [_cand("none")],

@@ -35,8 +35,40 @@ def test_flag_defaults_are_the_library_defaults():
 def test_every_method_setting_is_a_run_field():
     fields = {f.name: f for f in dataclasses.fields(experiment.RunConfig)}
     for setting in methods.settings():
-        assert fields[setting.name].default == setting.default
-        assert fields[setting.name].metadata["help"] == setting.help
+        field = fields[setting.name]
+        assert field.metadata["help"].startswith(setting.help)
+        if setting.name in experiment.DATASET_DEPENDENT_SETTINGS:
+            # Unset until with_defaults: the registry's default off the datasets that set one.
+            assert field.default is None and field.metadata["type"] is type(setting.default)
+            assert "Default: " in field.metadata["help"]
+            cfg = experiment.with_defaults(experiment.RunConfig(dataset="npz:elsewhere.npz"))
+            assert getattr(cfg, setting.name) == setting.default
+        else:
+            assert field.default == setting.default
+            assert field.metadata["help"] == setting.help
+    assert experiment.DATASET_DEPENDENT_SETTINGS  # the branch above is exercised
+
+
+def test_a_method_setting_with_a_per_dataset_default():
+    # DKD's beta on MNIST (pipeline.experiment.METHOD_DATASET_DEFAULTS): unset is the
+    # dataset's value, an explicit one wins (also the registry's 8), other datasets get 8.
+    registry = next(s for s in methods.settings() if s.name == "dkd_beta").default
+    mnist = experiment.METHOD_DATASET_DEFAULTS[("dkd", "mnist")]["dkd_beta"]
+    assert mnist != registry
+    unset = experiment.RunConfig(method="dkd", dataset="mnist")
+    assert experiment.with_defaults(unset).dkd_beta == mnist
+    explicit = dataclasses.replace(unset, dkd_beta=registry)
+    assert experiment.with_defaults(explicit).dkd_beta == registry
+    assert experiment.fingerprint(unset) == experiment.fingerprint(
+        dataclasses.replace(unset, dkd_beta=mnist)) != experiment.fingerprint(explicit)
+    assert experiment.with_defaults(dataclasses.replace(unset, dataset="mnist1d")).dkd_beta \
+        == experiment.METHOD_DATASET_DEFAULTS.get(("dkd", "mnist1d"), {}).get("dkd_beta", registry)
+    teacher = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    d = experiment.make_distiller(unset, teacher, student, "dkd", steps_per_epoch=2)
+    assert d.distillation_losses[0].beta == mnist
+    assert f"dkd {mnist:g} on mnist" in dataclasses.fields(experiment.RunConfig)[
+        [f.name for f in dataclasses.fields(experiment.RunConfig)].index("dkd_beta")].metadata["help"]
 
 
 def test_bounds_and_choices_are_checked_from_the_declaration():
