@@ -192,8 +192,9 @@ register(Method(
     "kd", "KD: Hinton's softened-logit KL (Hinton et al. 2015)", _kd,
     settings=(Setting("logit_standardization", False,
                       "With --method=kd, dkd or dist: Z-score each example's logits before the "
-                      "softmax (Sun et al. 2024); --temperature is then the base temperature (the "
-                      "paper: 2, with the KD weight 9)."),),
+                      "softmax (Sun et al. 2024); --temperature is then the base temperature. "
+                      "With --method=kd the temperature and --student_loss_weight then default "
+                      "to the paper's 2 and 0.1 (KD weight 9)."),),
     label="student, KD"))
 register(Method(
     "dist", "DIST: Pearson inter- and intra-class relations of softened outputs (Huang et al. 2022)",

@@ -159,3 +159,21 @@ def test_the_learning_rate_default_depends_on_the_dataset():
     # The optimizer gets the resolved value.
     assert float(keras.ops.convert_to_numpy(
         experiment._optimizer(base, 10).learning_rate)) == pytest.approx(1e-2)
+
+
+def test_an_option_brings_its_own_defaults():
+    # KD with logit standardization: the paper's base temperature 2 and KD weight 9
+    # (student_loss_weight 0.1) unless given; off, or with another method, as before.
+    base = experiment.RunConfig(method="kd", dataset="mnist")
+    on = dataclasses.replace(base, logit_standardization=True)
+    assert (experiment.with_defaults(on).temperature, experiment.with_defaults(on).student_loss_weight) \
+        == (2.0, 0.1)
+    assert experiment.with_defaults(dataclasses.replace(on, dataset="mnist1d")).temperature == 2.0
+    assert experiment.with_defaults(base).temperature == 4.0
+    assert experiment.with_defaults(base).student_loss_weight == 0.5
+    dkd = experiment.with_defaults(dataclasses.replace(on, method="dkd"))
+    assert (dkd.temperature, dkd.student_loss_weight) == (4.0, 0.5)
+    explicit = experiment.with_defaults(dataclasses.replace(on, temperature=4.0))
+    assert (explicit.temperature, explicit.student_loss_weight) == (4.0, 0.1)
+    assert experiment.fingerprint(on) == experiment.fingerprint(
+        dataclasses.replace(on, temperature=2.0, student_loss_weight=0.1))
