@@ -410,7 +410,7 @@ class Contender:
 def _pair_settings(cfg, pair):
     if pair == "mnist1d":
         return {"teacher": "mnist1d_cnn", "student": "mnist1d_mlp", "input_dtype": "float32",
-                "data": "MNIST-1D training split (kdtf.data.load('mnist1d'))"}
+                "data": "MNIST-1D training split (kdtf.data.load('mnist1d'))", "dataset": "mnist1d"}
     if pair == "applications":
         size = cfg.applications_image_size
         return {"teacher": APPLICATIONS_TEACHER, "student": APPLICATIONS_STUDENT,
@@ -682,7 +682,10 @@ class _Pair:
             """`method`'s Distiller as a run builds it; returns (it, a note on its settings)."""
             from pipeline import experiment
 
+            # The run defaults of the pair's dataset (MNIST-1D's own, e.g. CRD's negatives);
+            # the random-image pairs are no kdtf dataset: the registry's defaults.
             run_cfg = experiment.RunConfig(
+                dataset=self.settings.get("dataset", "random images"),
                 teacher=self.settings["teacher"], student=self.settings["student"],
                 batch_size=b, temperature=TEMPERATURE, student_loss_weight=STUDENT_LOSS_WEIGHT,
                 seed=cfg.seed, **overrides)
@@ -710,9 +713,10 @@ class _Pair:
                     f"{resolved.synthetic_ratio:g}x the real batch of synthetic inputs through "
                     "teacher and student (the registry defaults)")
             if d.needs_index:
+                resolved = experiment.with_defaults(dataclasses.replace(run_cfg, method=method))
                 notes.append(f"memory bank of {len(x)} examples (the training set), "
-                             f"{run_cfg.crd_negatives} negatives (the registry default); "
-                             "batches carry each example's index")
+                             f"{resolved.crd_negatives} negatives (the default of --method=crd "
+                             f"on this data); batches carry each example's index")
             d.compile(optimizer="adam", loss=task_loss, **compile_kwargs)
             return d, "; ".join(notes)
 

@@ -259,7 +259,7 @@ def test_methods_mode_builds_every_method_or_says_why():
     ec = next(c for c in pair.contenders if c.name == "kdtf EC")  # the registry's settings
     assert "sampler gmm (full covariance), synthetic_ratio 4: 4x the real batch" in ec.note, ec.note
     crd = next(c for c in pair.contenders if c.name == "kdtf CRD")
-    assert crd.model.needs_index and "3600 examples" in crd.note and "16384 negatives" in crd.note
+    assert crd.model.needs_index and "3600 examples" in crd.note and "1024 negatives" in crd.note
     x, _ = next(iter(crd.dataset))
     assert set(x) == {"inputs", "index"}
 
