@@ -83,12 +83,14 @@ DATASET_DEFAULTS = {"learning_rate": ({"mnist1d": 1e-2, "mnist": 1e-2}, 3e-3),
 # selected on the validation split (tests/test_defaults_follow_studies.py checks them).
 # KD's temperature on MNIST-1D: studies.defaults selects 1 on validation for both
 # students (results/defaults.md); on MNIST it selects the registry's 4.
+# DKD's beta and FitNets' weight on MNIST: studies.methods' selections (results/methods.md).
 # CRD's negatives on the 3600-example training sets: 1024, about the paper's share of
 # the training set (16384 of CIFAR's 50,000) and what studies.methods runs
 # (CRD_NEGATIVES); the registry's 16384 would draw each example ~4.5 times per anchor
 # and make a step ~20x KD's.
 METHOD_DATASET_DEFAULTS = {("kd", "mnist1d"): {"temperature": 1.0},
                            ("dkd", "mnist"): {"dkd_beta": 2.0},
+                           ("fitnets", "mnist"): {"feature_weight": 0.1},
                            ("crd", "mnist1d"): {"crd_negatives": 1024},
                            ("crd", "mnist"): {"crd_negatives": 1024}}
 
