@@ -79,8 +79,9 @@ DATASET_DEFAULTS = {"learning_rate": ({"mnist1d": 1e-2, "mnist": 1e-2}, 3e-3),
 # A method's own default of a setting on one dataset: of a shared setting (before the
 # method's registry default, `kdtf.methods.Method.defaults`) or of one of the method's
 # registry settings (`kdtf.methods.Setting`, e.g. DKD's beta, which its paper tunes per
-# dataset). {(method, dataset): {setting: value}}; every value is the setting a study
-# selected on the validation split (tests/test_defaults_follow_studies.py checks them).
+# dataset). {(method, dataset): {setting: value}}; each value is the setting a study
+# selected on the validation split, or one the studies fix for every run (CRD's
+# negatives); tests/test_defaults_follow_studies.py checks both against the studies.
 # KD's temperature on MNIST-1D: studies.defaults selects 1 on validation for both
 # students (results/defaults.md); on MNIST it selects the registry's 4.
 # DKD's beta and FitNets' weight on MNIST: studies.methods' selections (results/methods.md).
