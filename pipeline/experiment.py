@@ -84,25 +84,30 @@ DATASET_DEFAULTS = {"learning_rate": ({"mnist1d": 1e-2, "mnist": 1e-2}, 3e-3),
 # negatives); tests/test_defaults_follow_studies.py checks both against the studies.
 # KD's temperature on MNIST-1D: studies.defaults selects 1 on validation for both
 # students (results/defaults.md); on MNIST it selects the registry's 4.
-# DKD's beta and FitNets' weight on MNIST: studies.methods' selections (results/methods.md).
+# DKD's beta and FitNets' weight on MNIST-1D and MNIST: studies.methods' selections
+# (results/methods.md; the CNN pairs).
 # CRD's negatives on the 3600-example training sets: 1024, about the paper's share of
 # the training set (16384 of CIFAR's 50,000) and what studies.methods runs
 # (CRD_NEGATIVES); the registry's 16384 would draw each example ~4.5 times per anchor
 # and make a step ~20x KD's.
 METHOD_DATASET_DEFAULTS = {("kd", "mnist1d"): {"temperature": 1.0},
+                           ("dkd", "mnist1d"): {"dkd_beta": 2.0},
                            ("dkd", "mnist"): {"dkd_beta": 2.0},
+                           ("fitnets", "mnist1d"): {"feature_weight": 0.1},
                            ("fitnets", "mnist"): {"feature_weight": 0.1},
                            ("crd", "mnist1d"): {"crd_negatives": 1024},
                            ("crd", "mnist"): {"crd_negatives": 1024}}
 
 
 # Defaults that come with an option when it is on, before the method's own:
-# {(option, method): {setting: value}}. KD with logit standardization: the paper's
-# base temperature 2 and KD weight 9 to CE 1 (student_loss_weight 0.1), which
-# studies.methods also selects on validation on MNIST. (DKD and DIST keep theirs:
-# no study has selected one for them.)
-OPTION_DEFAULTS = {("logit_standardization", "kd"): {"temperature": 2.0,
-                                                     "student_loss_weight": 0.1}}
+# {(option, method, dataset): {setting: value}}, dataset None for every dataset (a
+# dataset's own entry then overrides). KD with logit standardization: the paper's base
+# temperature 2 and KD weight 9 to CE 1 (student_loss_weight 0.1), which studies.methods
+# also selects on validation on MNIST; on MNIST-1D it selects student_loss_weight 0.5.
+# (DKD and DIST keep theirs: no study has selected one for them.)
+OPTION_DEFAULTS = {("logit_standardization", "kd", None): {"temperature": 2.0,
+                                                           "student_loss_weight": 0.1},
+                   ("logit_standardization", "kd", "mnist1d"): {"student_loss_weight": 0.5}}
 
 
 def _registry_settings():
@@ -126,8 +131,8 @@ def _method_defaults_help(name):
            if name in m.defaults]
     own += [f"{method} {values[name]:g} on {dataset}" for (method, dataset), values
             in METHOD_DATASET_DEFAULTS.items() if name in values]
-    own += [f"{method} with --{option} {values[name]:g}" for (option, method), values
-            in OPTION_DEFAULTS.items() if name in values]
+    own += [f"{method} with --{option} {values[name]:g}" + (f" on {dataset}" if dataset else "")
+            for (option, method, dataset), values in OPTION_DEFAULTS.items() if name in values]
     return ", ".join(own) or "none"
 
 
@@ -161,9 +166,11 @@ def with_defaults(cfg):
     if unset:
         own = {**methods_lib.get(cfg.method).defaults,
                **METHOD_DATASET_DEFAULTS.get((cfg.method, cfg.dataset), {})}
-        for (option, method), values in OPTION_DEFAULTS.items():
-            if method == cfg.method and getattr(cfg, option):
-                own.update(values)
+        for everywhere in (True, False):  # then a dataset's own entry
+            for (option, method, dataset), values in OPTION_DEFAULTS.items():
+                if (method == cfg.method and getattr(cfg, option)
+                        and (dataset is None) == everywhere and dataset in (None, cfg.dataset)):
+                    own.update(values)
         fill.update({k: own.get(k, v) for k, v in unset.items()})
     return dataclasses.replace(cfg, **fill) if fill else cfg
 

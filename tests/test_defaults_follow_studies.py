@@ -25,7 +25,7 @@ SOURCES = {"mnist1d": [("defaults.json", "mnist1d_mlp"), ("methods.json", "mnist
 # Options a row's setting turns on (KD with logit standardization, "kd_ls"): given, as
 # a user passes them, then the rest of its setting must be the defaults that come with
 # them (OPTION_DEFAULTS).
-OPTIONS = {option for option, _ in experiment.OPTION_DEFAULTS}
+OPTIONS = {option for option, _, _ in experiment.OPTION_DEFAULTS}
 # Study settings that are not defaults: ReviewKD's stage pairing on MNIST (chosen
 # for the study's time, studies.methods.REVIEWKD_STAGES).
 STUDY_ONLY = ("stages",)
