@@ -703,8 +703,8 @@ class _Pair:
                 notes.append(f"stages={stages}: the teacher's deepest stages, since the default "
                              "pairs the stages one to one and the two models have different "
                              "numbers")
+            resolved = experiment.with_defaults(dataclasses.replace(run_cfg, method=method))
             if d.sampler is not None:
-                resolved = experiment.with_defaults(dataclasses.replace(run_cfg, method=method))
                 sampler = d.sampler.get_config()
                 notes.append(
                     f"sampler {resolved.sampler}" + (f" ({sampler['covariance']} covariance)"
@@ -713,7 +713,6 @@ class _Pair:
                     f"{resolved.synthetic_ratio:g}x the real batch of synthetic inputs through "
                     "teacher and student (the registry defaults)")
             if d.needs_index:
-                resolved = experiment.with_defaults(dataclasses.replace(run_cfg, method=method))
                 notes.append(f"memory bank of {len(x)} examples (the training set), "
                              f"{resolved.crd_negatives} negatives (the default of --method=crd "
                              f"on this data); batches carry each example's index")

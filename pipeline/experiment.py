@@ -110,8 +110,11 @@ OPTION_DEFAULTS = {("logit_standardization", "kd", None): {"temperature": 2.0,
                    ("logit_standardization", "kd", "mnist1d"): {"student_loss_weight": 0.5}}
 
 
-def _registry_settings():
-    return {s.name: s for s in methods_lib.settings()}
+# Every registry setting's own default (`kdtf.methods.Setting.default`), as RunConfig
+# was built from them at import.
+REGISTRY_DEFAULTS = {s.name: s.default for s in methods_lib.settings()}
+# The options that bring defaults of their own.
+_OPTIONS = tuple(dict.fromkeys(option for option, _, _ in OPTION_DEFAULTS))
 
 
 # The registry settings that have a per-dataset default somewhere: their RunConfig
@@ -159,18 +162,16 @@ def with_defaults(cfg):
             in DATASET_DEFAULTS.items() if getattr(cfg, k) is None}
     if cfg.teacher_learning_rate is None and cfg.learning_rate is not None:
         fill["teacher_learning_rate"] = cfg.learning_rate
-    registry = _registry_settings()
     unset = {k: v for k, v in SHARED_DEFAULTS.items() if getattr(cfg, k) is None}
-    unset.update({k: registry[k].default for k in DATASET_DEPENDENT_SETTINGS
+    unset.update({k: REGISTRY_DEFAULTS[k] for k in DATASET_DEPENDENT_SETTINGS
                   if getattr(cfg, k) is None})
     if unset:
         own = {**methods_lib.get(cfg.method).defaults,
                **METHOD_DATASET_DEFAULTS.get((cfg.method, cfg.dataset), {})}
-        for everywhere in (True, False):  # then a dataset's own entry
-            for (option, method, dataset), values in OPTION_DEFAULTS.items():
-                if (method == cfg.method and getattr(cfg, option)
-                        and (dataset is None) == everywhere and dataset in (None, cfg.dataset)):
-                    own.update(values)
+        for option in _OPTIONS:
+            if getattr(cfg, option):  # every dataset's entry, then this dataset's own
+                for dataset in (None, cfg.dataset):
+                    own.update(OPTION_DEFAULTS.get((option, cfg.method, dataset), {}))
         fill.update({k: own.get(k, v) for k, v in unset.items()})
     return dataclasses.replace(cfg, **fill) if fill else cfg
 
@@ -543,8 +544,8 @@ def run_settings(cfg, full):
     # The teacher's learning rate only when the teacher is trained here.
     if _is_model_file(cfg.teacher):
         settings.pop("teacher_learning_rate")
-    _drop_teacher_learning_rate_if_shared(settings)
-    if not _is_model_file(cfg.teacher):
+    else:
+        _drop_teacher_learning_rate_if_shared(settings)
         settings.update(_augmentation_record(cfg, full))
     for role in ("teacher", "student"):
         if _is_model_file(settings[role]):

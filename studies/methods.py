@@ -130,7 +130,7 @@ def grid(pair, size="full"):
     runs).
     """
     # The registry's defaults (a RunConfig leaves the dataset-dependent ones unset).
-    d = argparse.Namespace(**{x.name: x.default for x in methods_lib.settings()})
+    d = argparse.Namespace(**experiment.REGISTRY_DEFAULTS)
     ec_sampler = "gmm_full" if pair.startswith("mnist1d") else "gmm"
     full = {
         "none": [_cand("none")],

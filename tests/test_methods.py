@@ -67,8 +67,8 @@ def test_a_method_setting_with_a_per_dataset_default():
     student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
     d = experiment.make_distiller(unset, teacher, student, "dkd", steps_per_epoch=2)
     assert d.distillation_losses[0].beta == mnist
-    assert f"dkd {mnist:g} on mnist" in dataclasses.fields(experiment.RunConfig)[
-        [f.name for f in dataclasses.fields(experiment.RunConfig)].index("dkd_beta")].metadata["help"]
+    fields = {f.name: f for f in dataclasses.fields(experiment.RunConfig)}
+    assert f"dkd {mnist:g} on mnist" in fields["dkd_beta"].metadata["help"]
 
 
 def test_bounds_and_choices_are_checked_from_the_declaration():
