@@ -213,6 +213,13 @@ class _BaseRunConfig:
         "28x28), none, or auto = shift for image datasets, none for signals and feature vectors "
         "(MNIST-1D). The students train on the inputs as given.",
         choices=("auto", "none", "shift"))
+    augmentation: str = _setting(
+        "none", "Augmentation of the students' training inputs: none, or shift (each input "
+        "translated at random, zero-padded: images by up to 1/14 of their side, 2 px on 28x28; "
+        "signals by up to 1/10 of their length, 4 steps on MNIST-1D). The teacher sees the same "
+        "shifted batch, so it labels every view the student learns from (consistent teaching); "
+        "the ERM baseline trains on the same views. Not for --method=sskd.",
+        choices=("none", "shift"))
     batch_size: int = _setting(128, "Global batch size.", lower_bound=2)
     learning_rate: float = _setting(
         None, "Peak Adam learning rate (cosine decay to 0). Default: "
@@ -290,6 +297,10 @@ class _BaseRunConfig:
             elif not os.path.isfile(value):
                 raise FileNotFoundError(f"{role}: no such file {value!r}.")
         _check_fields(self)
+        if self.augmentation != "none" and self.method == "sskd":
+            raise ValueError(
+                "augmentation: --method=sskd trains on the inputs as given; pass "
+                "--augmentation=none, or choose another --method.")
         parse_stages(self.stages)
         if self.export and self.export != AUTO_EXPORT:
             # Checked now: the export is written only after all the training.
@@ -514,8 +525,16 @@ def fingerprint(cfg, **overrides):
     # the fingerprints of runs made before the setting existed.
     if settings.get("teacher_augmentation") == "auto":
         settings.pop("teacher_augmentation")
-    _drop_teacher_learning_rate_if_shared(settings)  # likewise
+    _drop_augmentation_if_off(settings)  # likewise
+    _drop_teacher_learning_rate_if_shared(settings)
     return _hash(settings)
+
+
+def _drop_augmentation_if_off(settings):
+    """The students' augmentation is hashed only when on: runs made before the
+    setting existed (all unaugmented) keep their names."""
+    if settings.get("augmentation") == "none":
+        settings.pop("augmentation")
 
 
 def _drop_teacher_learning_rate_if_shared(settings):
@@ -539,6 +558,7 @@ def run_settings(cfg, full):
     for key in _NOT_FINGERPRINTED:
         settings.pop(key, None)
     settings["data_fingerprint"] = data_fingerprint(full)
+    _drop_augmentation_if_off(settings)
     # As the teacher's own record has it (`teacher_settings`): resolved, and only when on.
     settings.pop("teacher_augmentation")
     # The teacher's learning rate only when the teacher is trained here.
@@ -648,14 +668,33 @@ def _augmentation_record(cfg, splits):
     return {} if augmentation == "none" else {"teacher_augmentation": augmentation}
 
 
+def _shift(splits, seed):
+    """A random shift of `splits`' inputs: images by up to 1/14 of their side,
+    signals by up to 1/10 of their length."""
+    from kdtf.data.pipeline import Augment
+
+    shape = splits.input_shape
+    padding = round(min(shape[:2]) / 14) if len(shape) == 3 else round(shape[0] / 10)
+    return Augment(random_crop_padding=max(1, padding), flip=False, seed=seed)
+
+
 def _teacher_augment(cfg, splits, seed):
     """The `kdtf.data.Augment` of the teacher's training batches, or None."""
     if teacher_augmentation(cfg, splits) == "none":
         return None
-    from kdtf.data.pipeline import Augment
+    return _shift(splits, seed)
 
-    side = min(splits.input_shape[:2])
-    return Augment(random_crop_padding=max(1, round(side / 14)), flip=False, seed=seed)
+
+def _student_augment(cfg, splits, seed):
+    """The `kdtf.data.Augment` of the students' training batches, or None."""
+    if cfg.augmentation == "none":
+        return None
+    if len(splits.input_shape) not in (1, 2, 3):
+        raise ValueError(
+            f"augmentation: shift translates images [H, W, C] or signals [L] / [L, C], but "
+            f"--dataset={cfg.dataset} has inputs of shape {tuple(splits.input_shape)}; pass "
+            "--augmentation=none.")
+    return _shift(splits, seed)
 
 
 def teacher_settings(cfg, full):
@@ -885,7 +924,8 @@ def train_student(cfg, splits, teacher, method, sampler=None, run_dir=None):
     trainer = methods_lib.get(method).trainer
     if trainer == "sskd":
         return student, _train_sskd(cfg, splits, teacher, student, run_dir)
-    train, val = _datasets(cfg, splits, cfg.seed)
+    augment = _student_augment(cfg, splits, cfg.seed)
+    train, val = _datasets(cfg, splits, cfg.seed, augment=augment)
     if trainer == "plain":
         from kdtf import distribute
 
@@ -894,7 +934,7 @@ def train_student(cfg, splits, teacher, method, sampler=None, run_dir=None):
         model = make_distiller(cfg, teacher, student, method, splits.x_train, sampler=sampler,
                                steps_per_epoch=len(train))
         if model.needs_index:  # e.g. CRD's memory bank: batches carry each example's index
-            train, val = _datasets(cfg, splits, cfg.seed, index=True)
+            train, val = _datasets(cfg, splits, cfg.seed, index=True, augment=augment)
     model.compile(
         optimizer=_optimizer(cfg, cfg.epochs * len(train)),
         loss=_task_loss(),

@@ -124,7 +124,11 @@ def to_markdown(results, reference, args, command, seconds):
         "400 / 1000). Each pair's teacher is trained once "
         f"(seed 0, {d.teacher_epochs} epochs, the pipeline's default settings: on MNIST with "
         "random 2-pixel shifts, `--teacher_augmentation=auto`); every student "
-        "distils it on the inputs as given. Students: the epochs each pair's heading gives "
+        + ("trains on the inputs as given" if args.augmentation == "none" else
+           "trains on randomly shifted inputs (`--augmentation=shift`: up to 4 steps of "
+           "MNIST-1D's 40, 2 pixels of MNIST's 28, zero-padded, drawn anew each epoch; ERM "
+           "on the same views, and the teacher labels each view the distilled students see)")
+        + ". Students: the epochs each pair's heading gives "
         f"(where its validation curves flatten), batch {d.batch_size}, Adam with cosine decay "
         "to 0 at the learning rate selected per row on the validation split with seed 0 (the "
         "appendix keeps every candidate; KD's and DIST's temperatures too: 4, 2, 1"
@@ -213,6 +217,8 @@ def parse_args(argv=None):
     parser.add_argument("--reference_epochs", type=int, default=REFERENCE_EPOCHS,
                         help="Epochs of the published MLP (the reference's 8000 steps; 0: "
                              "not run).")
+    parser.add_argument("--augmentation", default="none", choices=("none", "shift"),
+                        help="The students' --augmentation (teachers are trained as always).")
     parser.add_argument("--workdir", default="runs", help="Teachers and the run cache.")
     parser.add_argument("--output", default="", help="Markdown file (a .json is written beside).")
     args = parser.parse_args(argv)
@@ -240,7 +246,7 @@ def main(argv=None, log=None):
     log = log or (lambda m: print(m, flush=True))
     start = time.time()
     base = experiment.RunConfig(verbose=0, compare_erm=False, export="",
-                                teacher_epochs=args.teacher_epochs)
+                                teacher_epochs=args.teacher_epochs, augmentation=args.augmentation)
     results, pairs = [], {}
     for name in args.pairs:
         pair = methods_study.Pair(name, base, args.workdir, float("inf"), log)

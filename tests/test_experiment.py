@@ -130,6 +130,62 @@ def test_teacher_augmentation_is_hashed_only_when_on():
     assert experiment.run_settings(cfg, images) != experiment.run_settings(off, images)
 
 
+def test_student_augmentation_shifts_signals_and_images_and_is_hashed_only_when_on():
+    import dataclasses
+
+    cfg = experiment.RunConfig()
+    full, _ = experiment.load_data(cfg)  # MNIST-1D: signals of length 40
+    on = dataclasses.replace(cfg, augmentation="shift")
+    assert experiment._student_augment(cfg, full, 0) is None
+    aug = experiment._student_augment(on, full, 3)
+    assert (aug.random_crop_padding, aug.flip, aug.seed) == (4, False, 3)  # 40 / 10
+    assert experiment._student_augment(on, _image_splits(), 0).random_crop_padding == 2
+    # Off: the names of runs made before the setting existed; on: a run of its own.
+    assert "augmentation" not in experiment.run_settings(cfg, full)
+    assert experiment.run_settings(on, full)["augmentation"] == "shift"
+    assert experiment.run_directory(on, full) != experiment.run_directory(cfg, full)
+    assert experiment.fingerprint(on) != experiment.fingerprint(cfg)
+    assert experiment.teacher_path(on, full) == experiment.teacher_path(cfg, full)
+    with pytest.raises(ValueError, match="augmentation: --method=sskd.*--augmentation=none"):
+        dataclasses.replace(on, method="sskd").validate()
+    with pytest.raises(ValueError, match="augmentation"):
+        experiment.RunConfig(augmentation="mixup").validate()
+
+
+def test_student_augmentation_reaches_the_training_batches(monkeypatch, tmp_path):
+    """ERM and the distiller both train on shifted views when it is on."""
+    import dataclasses
+
+    import numpy as np
+
+    seen = []
+    real = experiment._datasets
+
+    def spy(cfg, splits, seed, index=False, augment=None):
+        seen.append(augment)
+        return real(cfg, splits, seed, index=index, augment=augment)
+
+    monkeypatch.setattr(experiment, "_datasets", spy)
+    cfg = experiment.RunConfig(epochs=1, verbose=0, augmentation="shift", teacher="mnist1d_cnn",
+                               workdir=str(tmp_path))
+    full, _ = experiment.load_data(cfg)
+    small = dataclasses.replace(full, x_train=full.x_train[:256], y_train=full.y_train[:256])
+    teacher = models.get("mnist1d_cnn", input_shape=full.input_shape, num_classes=10)
+    for method in ("none", "kd"):
+        seen.clear()
+        experiment.train_student(cfg, small, teacher, method, run_dir=None)
+        assert seen and all(a is not None and a.random_crop_padding == 4 for a in seen)
+    # Same shuffle, each example a zero-padded window of itself, not all unshifted.
+    plain = next(iter(real(cfg, small, 0)[0]))[0].numpy()
+    shifted = next(iter(real(cfg, small, 0, augment=experiment._student_augment(cfg, small, 0))[0]))
+    shifted = shifted[0].numpy()
+    offsets = []
+    for x, v in zip(plain, shifted):
+        padded = np.pad(x, (4, 4))
+        offsets.append([d for d in range(9) if np.array_equal(padded[d:d + 40], v)][0])
+    assert len(set(offsets)) > 3
+
+
 def test_teacher_learning_rate_defaults_and_hashing():
     import dataclasses
 

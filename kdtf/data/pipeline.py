@@ -1,4 +1,4 @@
-"""tf.data input pipelines from numpy arrays, with seeded image augmentation."""
+"""tf.data input pipelines from numpy arrays, with seeded augmentation of images and signals."""
 import keras
 import numpy as np
 import tensorflow as tf
@@ -18,19 +18,28 @@ def _check_int(value, name, minimum):
 
 @keras.saving.register_keras_serializable(package="kdtf")
 class Augment:
-    """Seeded per-image augmentation of image batches `[B, H, W, C]`.
+    """Seeded per-example augmentation: a random translation, and a flip.
 
-    Each image is zero-padded by `random_crop_padding` pixels on every side
-    and randomly cropped back to `H x W` (a random translation), then flipped
-    left-right with probability 1/2. Offsets and flips are drawn per image
-    with stateless ops from a per-batch seed, so a pipeline built by
+    Images `[B, H, W, C]`: each image is zero-padded by
+    `random_crop_padding` pixels on every side and randomly cropped back to
+    `H x W` (a random translation), then flipped left-right with
+    probability 1/2. Signals `[B, L]` or `[B, L, C]` (MNIST-1D, audio,
+    sensor traces): each is zero-padded by `random_crop_padding` steps at
+    both ends and cut back to length `L` at a random offset, a random shift
+    in time; a time reversal is rarely label-preserving, so signals need
+    `flip=False`. Offsets and flips are drawn per example with stateless
+    ops from a per-batch seed, so a pipeline built by
     `make_dataset(..., augment=Augment(seed=s))` is reproducible and draws
     new augmentations every epoch. Dtypes are preserved (uint8 stays uint8).
 
+    Given to a distillation run, the teacher and the student see the same
+    augmented batch, so the teacher labels every view the student trains
+    on ("consistent teaching", Beyer et al., CVPR 2022).
+
     Args:
-        random_crop_padding: Int >= 0, padding in pixels; 0 disables the
-            random crop.
-        flip: Bool, whether to apply random horizontal flips.
+        random_crop_padding: Int >= 0, padding in pixels (images) or steps
+            (signals); 0 disables the translation.
+        flip: Bool, whether to apply random horizontal flips (images only).
         seed: Int seed of the augmentation stream.
 
     Example:
@@ -38,6 +47,8 @@ class Augment:
     ```python
     ds = make_dataset(x_images, y, batch_size=64, shuffle=True,
                       augment=Augment(random_crop_padding=4, flip=True))
+    ds = make_dataset(x_signals, y, batch_size=64, shuffle=True,  # [N, 40]
+                      augment=Augment(random_crop_padding=4, flip=False))
     ```
     """
 
@@ -51,39 +62,53 @@ class Augment:
         self.seed = _check_int(seed, "seed", 0)
 
     def check_input_shape(self, example_shape):
-        """Raises a ValueError unless one example has shape `[H, W, C]`.
+        """Raises a ValueError unless one example is an image `[H, W, C]`
+        or a signal `[L]` / `[L, C]` (and then `flip` is off).
 
         Args:
             example_shape: Shape of one example (no batch axis).
         """
         example_shape = tuple(example_shape)
-        if len(example_shape) != 3:
+        if len(example_shape) not in (1, 2, 3):
             raise ValueError(
-                "`augment` (kdtf.data.Augment: random crop and horizontal "
-                "flip) needs image inputs with one example of shape "
-                f"[H, W, C]; got example shape {example_shape}. Pass "
-                "`augment=None` for flat or 1-D inputs, or add a channel "
-                "axis to grayscale images (x[..., None])."
+                "`augment` (kdtf.data.Augment: random translation and flip) "
+                "needs images with one example of shape [H, W, C] or signals "
+                f"[L] or [L, C]; got example shape {example_shape}. Pass "
+                "`augment=None` for other inputs, or add a channel axis to "
+                "grayscale images (x[..., None])."
+            )
+        if len(example_shape) < 3 and self.flip:
+            raise ValueError(
+                "`augment`: flip=True reverses images left-right, but the "
+                f"examples are signals of shape {example_shape}, where a "
+                "time reversal rarely keeps the label; pass "
+                "Augment(..., flip=False) to shift them only."
             )
 
     def __call__(self, images, seed):
         """Augments one batch.
 
         Args:
-            images: Tensor `[B, H, W, C]`.
+            images: Tensor `[B, H, W, C]`, `[B, L]` or `[B, L, C]`.
             seed: Int tensor of shape `[2]`, the stateless seed of this batch.
 
         Returns:
             Tensor of the same shape and dtype as `images`.
         """
         images = tf.convert_to_tensor(images)
-        if images.shape.rank != 4:
-            self.check_input_shape(images.shape[1:])
+        self.check_input_shape(images.shape[1:])
         seed = tf.cast(seed, tf.int64)
         crop_seed = tf.random.experimental.stateless_fold_in(seed, 0)
         flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         batch = tf.shape(images)[0]
         p = self.random_crop_padding
+        if images.shape.rank < 4:
+            if p == 0:
+                return images
+            offsets = tf.random.stateless_uniform(
+                [batch, 1], crop_seed, minval=0, maxval=2 * p + 1, dtype=tf.int32)
+            return augmentation.shift_window(
+                images, offsets, p, axes=(1,), backend=augmentation.TF_OPS)
         offsets = None
         if p > 0:
             offsets = tf.random.stateless_uniform(
@@ -134,7 +159,7 @@ def make_dataset(
             iteration); the sequence of epochs is the same for the same seed.
         seed: Int seed of the shuffle.
         augment: `Augment` instance or None. Applied per batch to `x`; needs
-            image inputs `[N, H, W, C]`.
+            images `[N, H, W, C]` or signals `[N, L]` / `[N, L, C]`.
         drop_remainder: Bool, drop the last incomplete batch.
         repeat: Bool, repeat forever (each pass reshuffled).
         index: Bool. When True each batch's `x` is the dict

@@ -83,12 +83,34 @@ def test_bad_arguments():
         make_dataset(np.zeros((4, 8, 8, 3)), y, augment="flip")
 
 
-def test_augment_rejects_flat_inputs():
+def test_augment_rejects_bad_shapes_and_flipped_signals():
     with pytest.raises(ValueError, match="`augment`.*augment=None"):
-        make_dataset(np.zeros((8, 40), "float32"), np.zeros(8, int),
+        make_dataset(np.zeros((8, 4, 4, 4, 1), "float32"), np.zeros(8, int),
                      augment=Augment())
-    with pytest.raises(ValueError, match="`augment`"):
+    with pytest.raises(ValueError, match="flip=False"):
+        make_dataset(np.zeros((8, 40), "float32"), np.zeros(8, int), augment=Augment())
+    with pytest.raises(ValueError, match="flip=False"):
         Augment()(tf.zeros((2, 40)), tf.constant([1, 2]))
+
+
+@pytest.mark.parametrize("shape", [(32, 12), (32, 12, 3)])
+def test_augment_shifts_signals_per_example(shape):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=shape).astype("float32") + 5.0  # no zeros of its own
+    p = 3
+    out = Augment(random_crop_padding=p, flip=False)(x, tf.constant([4, 2])).numpy()
+    assert out.shape == x.shape and out.dtype == x.dtype
+    pad = [(p, p)] + [(0, 0)] * (x.ndim - 2)
+    offsets = set()
+    for sig, res in zip(x, out):
+        padded = np.pad(sig, pad)
+        matches = [d for d in range(2 * p + 1)
+                   if np.array_equal(padded[d:d + shape[1]], res)]
+        assert len(matches) == 1, "output is not a zero-padded window of its input"
+        offsets.add(matches[0])
+    assert len(offsets) > 3  # independent draws per example
+    same = Augment(random_crop_padding=0, flip=False)(x, tf.constant([4, 2])).numpy()
+    np.testing.assert_array_equal(same, x)
 
 
 def _reference_augment(img, dy, dx, flip, p):
