@@ -1021,6 +1021,7 @@ def check_models(cfg, teacher, student, splits):
     """
     for role, model in (("teacher", teacher), ("student", student)):
         _check_model_fits_data(cfg, role, model, splits)
+    _student_augment(cfg, splits, cfg.seed)  # --augmentation fits the inputs
     method = cfg.method
     trainer = methods_lib.get(method).trainer
     if trainer == "plain":

@@ -150,6 +150,10 @@ def test_student_augmentation_shifts_signals_and_images_and_is_hashed_only_when_
         dataclasses.replace(on, method="sskd").validate()
     with pytest.raises(ValueError, match="augmentation"):
         experiment.RunConfig(augmentation="mixup").validate()
+    # Checked with the models, before any training: inputs that are neither.
+    volumes = dataclasses.replace(_image_splits(), input_shape=(4, 4, 4, 1))
+    with pytest.raises(ValueError, match=r"augmentation: shift translates.*--augmentation=none"):
+        experiment._student_augment(on, volumes, 0)
 
 
 def test_student_augmentation_reaches_the_training_batches(monkeypatch, tmp_path):
